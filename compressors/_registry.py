@@ -1,0 +1,9 @@
+"""Registry of built-in compressors: name -> ``"module:Class"``, imported only when asked for."""
+
+from __future__ import annotations
+
+__all__ = ["COMPRESSORS"]
+
+COMPRESSORS: dict[str, str] = {
+    "sentence_selection": "ragpress.compressors.sentence_selection:SentenceSelectionCompressor",
+}

@@ -1,0 +1,160 @@
+"""The base class every compressor derives from: configuration, fingerprint, cacheable analysis.
+
+A compressor's work splits in two:
+
+1. :meth:`BaseCompressor.analyze` — what depends only on a passage (sentence splits and
+   embeddings, word keep-probabilities, concept embeddings). It is serialisable to bytes, and
+   the pipeline caches it per passage under the compressor's :meth:`~BaseCompressor.fingerprint`,
+   so a passage seen before is never analysed again.
+2. :meth:`BaseCompressor.compress` — what depends on the query and the budget. It receives the
+   analyses (from the cache or fresh) and does the selection.
+
+Compressors with nothing worth caching leave :attr:`BaseCompressor.analysis_artefact` as
+``None`` and ignore the ``analyses`` argument.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ragpress.exceptions import ConfigurationError
+from ragpress.hashing import content_hash, fingerprint_of
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ragpress.types import CompressionOptions, CompressionResult, Passage
+
+__all__ = ["CONFIG_FILE", "BaseCompressor"]
+
+CONFIG_FILE = "ragpress_compressor.json"
+
+
+class BaseCompressor(ABC):
+    """Base of all text compressors.
+
+    Subclasses set :attr:`name`, :attr:`config_keys` (the constructor arguments that define
+    its behaviour, all JSON-serialisable and stored as attributes of the same name) and
+    implement :meth:`compress`.
+    """
+
+    name: ClassVar[str]
+    """Registry name, e.g. ``"sentence_selection"``."""
+    version: ClassVar[str] = "1"
+    """Bumped whenever the algorithm's output changes, retiring cached analyses."""
+    config_keys: ClassVar[tuple[str, ...]] = ()
+    """Constructor arguments that define the behaviour; they enter the fingerprint."""
+    injected_keys: ClassVar[tuple[str, ...]] = ()
+    """Constructor arguments that take live objects (e.g. ``embedder``), not configuration."""
+    analysis_artefact: ClassVar[str | None] = None
+    """Cache artefact name of the per-passage analysis, or ``None`` when there is none."""
+
+    _fingerprint: str | None = None
+
+    def get_config_dict(self) -> dict[str, Any]:
+        """The values of :attr:`config_keys`."""
+        return {key: getattr(self, key) for key in self.config_keys}
+
+    def model_revision(self) -> str | None:
+        """Revision of the model weights the compressor uses, if any (enters the fingerprint)."""
+        return None
+
+    def fingerprint(self) -> str:
+        """Hash of name, version, configuration and model revision.
+
+        Cache keys include it, so changing a parameter or a model can never serve stale
+        results.
+        """
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint_of(
+                {
+                    "name": self.name,
+                    "version": self.version,
+                    "config": self.get_config_dict(),
+                    "revision": self.model_revision(),
+                }
+            )
+        return self._fingerprint
+
+    def analysis_key(self, passage: Passage) -> str:
+        """Content hash of what :meth:`analyze` reads from ``passage`` (title and text)."""
+        return content_hash(passage.title or "", passage.text)
+
+    def analyze(self, passages: Sequence[Passage]) -> list[Any]:
+        """Query-independent analysis of each passage (one entry per passage).
+
+        The default has nothing to analyse.
+        """
+        return [None] * len(passages)
+
+    def encode_analysis(self, analysis: Any) -> bytes:
+        """Serialise one analysis for the cache (never with pickle)."""
+        raise NotImplementedError(f"{type(self).__name__} has no cacheable analysis")
+
+    def decode_analysis(self, data: bytes) -> Any:
+        """Inverse of :meth:`encode_analysis`."""
+        raise NotImplementedError(f"{type(self).__name__} has no cacheable analysis")
+
+    @abstractmethod
+    def compress(
+        self,
+        query: str | None,
+        passages: Sequence[Passage],
+        options: CompressionOptions,
+        *,
+        analyses: Sequence[Any] | None = None,
+    ) -> CompressionResult:
+        """Compress ``passages`` for ``query`` within the budget in ``options``.
+
+        Args:
+            query: The user's question, or ``None`` for query-agnostic compression.
+            passages: The passages, in the order the result must keep.
+            options: Budget and must-keep strings (already resolved against defaults).
+            analyses: Results of :meth:`analyze` for these passages, when the caller has
+                them (from a cache); computed here otherwise.
+
+        Returns:
+            One compressed passage per input passage, in order.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most compressors hold nothing
+        """Release models and threads held by the compressor."""
+
+    def save(self, path: str | Path) -> None:
+        """Write the configuration to ``path/ragpress_compressor.json``.
+
+        Compressors with trained weights extend this to write them beside it.
+        """
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        payload = {"name": self.name, "version": self.version, "config": self.get_config_dict()}
+        (folder / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> BaseCompressor:
+        """Rebuild a compressor saved with :meth:`save`.
+
+        Args:
+            path: The folder given to :meth:`save`.
+            **overrides: Constructor arguments that replace saved ones (e.g. ``device``) or
+                that cannot be saved (e.g. an ``embedder`` object).
+        """
+        config_file = Path(path) / CONFIG_FILE
+        try:
+            payload = json.loads(config_file.read_text())
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"{config_file} does not exist; pass a folder written by {cls.__name__}.save()"
+            ) from None
+        if payload.get("name") != cls.name:
+            raise ConfigurationError(
+                f"{config_file} holds a {payload.get('name')!r} compressor, not {cls.name!r}"
+            )
+        return cls(**{**payload["config"], **overrides})
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config_dict().items())
+        return f"{type(self).__name__}({args})"

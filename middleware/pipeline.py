@@ -1,0 +1,361 @@
+"""The pipeline: optional retrieval, then a chain of compressors (coarse to fine), with caching.
+
+Compute is synchronous and runs in worker threads; cache and retrieval I/O are awaited on the
+event loop. Per passage, each compressor's query-independent analysis is looked up in the cache
+first (one batched read), only the misses are analysed, and those are written back (one batched
+write). A chain feeds each stage's output to the next and maps the provenance spans back to the
+original passages.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+
+from ragpress.cache.keys import make_key
+from ragpress.exceptions import MissingDependencyError, RequestValidationError
+from ragpress.provenance import compose_spans
+from ragpress.types import CompressedPassage, CompressionOptions, CompressionResult, Passage
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from contextlib import AbstractContextManager
+
+    from anyio.from_thread import BlockingPortal
+
+    from ragpress.compressors.base import BaseCompressor
+    from ragpress.middleware.cache_policy import FailOpenCache
+    from ragpress.types import Retriever, TokenCounter
+
+__all__ = ["DEFAULT_MAX_DOCUMENT_CHARS", "Pipeline", "Stage"]
+
+logger = logging.getLogger("ragpress.pipeline")
+
+DEFAULT_MAX_DOCUMENT_CHARS = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One compressor in the chain."""
+
+    compressor: BaseCompressor
+    options: CompressionOptions | None = None
+    """This stage's own budget (coarse stages); ``None`` uses the request's budget."""
+
+
+@dataclass
+class _Trace:
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def add_time(self, name: str, started: float) -> None:
+        self.timings_ms[name] = (
+            self.timings_ms.get(name, 0.0) + (time.perf_counter() - started) * 1e3
+        )
+
+
+class Pipeline:
+    """Retrieve (optionally), then compress through a chain of stages.
+
+    Args:
+        stages: Compressors, coarse to fine; at least one.
+        cache: Where per-passage analyses are kept (``None``: no caching).
+        defaults: Budget and ``keep`` strings for calls that do not give their own.
+        token_counter: Counts tokens for passthrough results (when compression is skipped).
+        retriever: Used when a call gives a query but no passages.
+        top_k: Passages to retrieve.
+        on_error: ``"fail"`` raises compressor errors; ``"passthrough"`` returns the passages
+            uncompressed with a note saying why. Invalid requests always raise.
+        max_document_chars: Longest passage accepted.
+
+    Example:
+        >>> pipeline = build_pipeline(RagpressSettings())            # doctest: +SKIP
+        >>> result = pipeline.compress("who won?", [Passage("...")])  # doctest: +SKIP
+        >>> result.ratio, result.context()                            # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        *,
+        cache: FailOpenCache | None = None,
+        defaults: CompressionOptions | None = None,
+        token_counter: TokenCounter | None = None,
+        retriever: Retriever | None = None,
+        top_k: int = 8,
+        on_error: Literal["fail", "passthrough"] = "fail",
+        max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS,
+    ) -> None:
+        if not stages:
+            raise ValueError("a pipeline needs at least one stage")
+        self.stages = tuple(stages)
+        self.cache = cache
+        self.defaults = defaults or CompressionOptions()
+        self.token_counter = token_counter
+        self.retriever = retriever
+        self.top_k = top_k
+        self.on_error = on_error
+        self.max_document_chars = max_document_chars
+        self._portal: BlockingPortal | None = None
+        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
+        self._portal_lock = threading.Lock()
+
+    @property
+    def method(self) -> str:
+        """Name of the chain, e.g. ``sentence_selection`` or ``exit+llmlingua2``."""
+        return "+".join(s.compressor.name for s in self.stages)
+
+    async def acompress(
+        self,
+        query: str | None,
+        passages: Sequence[Passage] = (),
+        options: CompressionOptions | None = None,
+    ) -> CompressionResult:
+        """Compress ``passages`` (or retrieved ones) for ``query``.
+
+        Args:
+            query: The question; ``None`` or blank for query-agnostic compression.
+            passages: Documents in prompt order. Empty with a retriever configured: retrieve.
+            options: Budget for this call; unset fields come from the pipeline's defaults.
+
+        Returns:
+            One compressed passage per input passage, in order, with statistics.
+
+        Raises:
+            RequestValidationError: Unusable input (the message names the field).
+            BudgetError: The budget cannot hold the ``keep`` strings.
+            CompressionError: A compressor failed and ``on_error`` is ``"fail"``.
+        """
+        trace = _Trace()
+        resolved = (options or CompressionOptions()).resolve(self.defaults)
+        if not passages and self.retriever is not None and query:
+            started = time.perf_counter()
+            hits = await anyio.to_thread.run_sync(self.retriever.search, query, self.top_k)
+            trace.add_time("retrieve", started)
+            passages = [hit.passage for hit in hits]
+        passages = self._validated(passages)
+        for i, passage in enumerate(passages):
+            if not passage.text.strip():
+                trace.notes.append(f"docs[{i}] is empty or whitespace; it is returned empty")
+        try:
+            result = await self._run_chain(query, passages, resolved, trace)
+        except (RequestValidationError, MissingDependencyError):
+            raise
+        except Exception as exc:
+            if self.on_error != "passthrough":
+                raise
+            logger.exception("compression failed; passing the documents through uncompressed")
+            trace.notes.append(f"compression failed ({type(exc).__name__}: {exc}); passed through")
+            result = await anyio.to_thread.run_sync(self._passthrough, passages)
+        return CompressionResult(
+            passages=result.passages,
+            method=result.method,
+            tokens_before=result.tokens_before,
+            tokens_after=result.tokens_after,
+            timings_ms=trace.timings_ms,
+            cache_hits=trace.hits,
+            cache_misses=trace.misses,
+            notes=(*trace.notes, *result.notes),
+            embeddings=result.embeddings,
+        )
+
+    def compress(
+        self,
+        query: str | None,
+        passages: Sequence[Passage] = (),
+        options: CompressionOptions | None = None,
+    ) -> CompressionResult:
+        """Blocking version of :meth:`acompress`, for scripts and sync frameworks.
+
+        Runs on a private event loop thread that lives as long as the pipeline. Do not call it
+        from a coroutine; await :meth:`acompress` there.
+        """
+        return self._blocking_portal().call(
+            functools.partial(self.acompress, query, passages, options)
+        )
+
+    async def aclose(self) -> None:
+        """Close the cache and release the compressors."""
+        if self.cache is not None:
+            await self.cache.aclose()
+        for stage in self.stages:
+            stage.compressor.close()
+
+    def close(self) -> None:
+        """Blocking version of :meth:`aclose`; also stops the private event loop thread."""
+        self._blocking_portal().call(self.aclose)
+        with self._portal_lock:
+            if self._portal_cm is not None:
+                self._portal_cm.__exit__(None, None, None)
+            self._portal = self._portal_cm = None
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _blocking_portal(self) -> BlockingPortal:
+        with self._portal_lock:
+            if self._portal is None:
+                self._portal_cm = anyio.from_thread.start_blocking_portal()
+                self._portal = self._portal_cm.__enter__()
+            return self._portal
+
+    def _validated(self, passages: Sequence[Passage]) -> list[Passage]:
+        out = list(passages)
+        for i, passage in enumerate(out):
+            if not isinstance(passage, Passage):
+                raise RequestValidationError(
+                    f"docs[{i}] must be a Passage, not {type(passage).__name__}",
+                    param=f"docs[{i}]",
+                )
+            if len(passage.text) > self.max_document_chars:
+                raise RequestValidationError(
+                    f"docs[{i}].text has {len(passage.text):,} characters, more than the limit of "
+                    f"{self.max_document_chars:,}; split the document into chunks, or raise the "
+                    "limit (--max-document-chars, RAGPRESS_COMPRESSION__MAX_DOCUMENT_CHARS)",
+                    param=f"docs[{i}].text",
+                )
+        return out
+
+    async def _run_chain(
+        self,
+        query: str | None,
+        passages: list[Passage],
+        options: CompressionOptions,
+        trace: _Trace,
+    ) -> CompressionResult:
+        current = passages
+        results: list[CompressionResult] = []
+        for index, stage in enumerate(self.stages):
+            last = index == len(self.stages) - 1
+            stage_options = (
+                options
+                if last or stage.options is None
+                else stage.options.resolve(CompressionOptions(keep=options.keep))
+            )
+            result = await self._run_stage(stage.compressor, query, current, stage_options, trace)
+            results.append(result)
+            current = [
+                Passage(cp.text, title=cp.title, id=cp.id, metadata=cp.metadata)
+                for cp in result.passages
+            ]
+        return _compose(passages, results)
+
+    async def _run_stage(
+        self,
+        compressor: BaseCompressor,
+        query: str | None,
+        passages: list[Passage],
+        options: CompressionOptions,
+        trace: _Trace,
+    ) -> CompressionResult:
+        label = "" if len(self.stages) == 1 else f"{compressor.name}."
+        analyses = None
+        if compressor.analysis_artefact and self.cache is not None and passages:
+            analyses = await self._cached_analyses(compressor, passages, trace, label)
+        started = time.perf_counter()
+        result = await anyio.to_thread.run_sync(
+            functools.partial(compressor.compress, query, passages, options, analyses=analyses)
+        )
+        trace.add_time(f"{label}compress", started)
+        return result
+
+    async def _cached_analyses(
+        self,
+        compressor: BaseCompressor,
+        passages: list[Passage],
+        trace: _Trace,
+        label: str,
+    ) -> list[Any]:
+        assert self.cache is not None and compressor.analysis_artefact is not None
+        fingerprint = compressor.fingerprint()
+        keys = [
+            make_key(compressor.analysis_artefact, compressor.name, fingerprint, k)
+            for k in (compressor.analysis_key(p) for p in passages)
+        ]
+        started = time.perf_counter()
+        unique = list(dict.fromkeys(keys))
+        blobs = dict(zip(unique, await self.cache.get_many(unique), strict=True))
+        trace.add_time(f"{label}cache_get", started)
+        found: dict[str, Any] = {}
+        for key, blob in blobs.items():
+            if blob is None:
+                continue
+            try:
+                found[key] = compressor.decode_analysis(blob)
+            except Exception:  # noqa: BLE001 - a corrupt entry is a miss, never a failure
+                logger.warning("unreadable cache entry %s; recomputing", key)
+        trace.hits += len(found)
+        missing = [key for key in unique if key not in found]
+        trace.misses += len(missing)
+        if missing:
+            first_index = {key: keys.index(key) for key in missing}
+            started = time.perf_counter()
+            fresh = await anyio.to_thread.run_sync(
+                compressor.analyze, [passages[first_index[key]] for key in missing]
+            )
+            trace.add_time(f"{label}analyze", started)
+            found.update(zip(missing, fresh, strict=True))
+            started = time.perf_counter()
+            await self.cache.set_many(
+                {key: compressor.encode_analysis(found[key]) for key in missing}
+            )
+            trace.add_time(f"{label}cache_set", started)
+        return [found[key] for key in keys]
+
+    def _passthrough(self, passages: list[Passage]) -> CompressionResult:
+        counter = self.token_counter
+        counts = counter.count_many([p.text for p in passages]) if counter else [0] * len(passages)
+        return CompressionResult(
+            passages=tuple(
+                CompressedPassage(p, p.text, ((0, len(p.text)),) if p.text else (), n, n)
+                for p, n in zip(passages, counts, strict=True)
+            ),
+            method="passthrough",
+            tokens_before=sum(counts),
+            tokens_after=sum(counts),
+        )
+
+
+def _compose(originals: list[Passage], results: list[CompressionResult]) -> CompressionResult:
+    """Fold a chain's results into one over the original passages."""
+    if len(results) == 1:
+        return results[0]
+    first, last = results[0], results[-1]
+    passages = []
+    for i, original in enumerate(originals):
+        spans = first.passages[i].spans
+        for result in results[1:]:
+            inner = result.passages[i].spans
+            spans = (
+                None
+                if spans is None or inner is None
+                else compose_spans(original.text, spans, inner)
+            )
+        final = last.passages[i]
+        passages.append(
+            CompressedPassage(
+                source=original,
+                text=final.text,
+                spans=spans,
+                tokens_before=first.passages[i].tokens_before,
+                tokens_after=final.tokens_after,
+                score=final.score,
+            )
+        )
+    return CompressionResult(
+        passages=tuple(passages),
+        method="+".join(r.method for r in results),
+        tokens_before=first.tokens_before,
+        tokens_after=last.tokens_after,
+        notes=tuple(n for r in results for n in r.notes),
+        embeddings=last.embeddings,
+    )

@@ -1,0 +1,1 @@
+"""Implementations of the ``ragpress`` subcommands (one module each)."""

