@@ -24,6 +24,7 @@ query and is cached by the pipeline, so a document seen before is never embedded
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from dataclasses import dataclass
@@ -169,6 +170,8 @@ class SentenceSelectionCompressor(BaseCompressor):
             title) contains.
         neighbor_weight: Share of the best neighbouring sentence's similarity a sentence
             inherits.
+        document_decay: Score handicap per sentence already taken from the same document;
+            spreads the budget across documents (coverage for multi-hop questions).
         max_sentence_chars: Longest unit the splitter returns.
     """
 
@@ -181,6 +184,7 @@ class SentenceSelectionCompressor(BaseCompressor):
         "document_weight",
         "lexical_weight",
         "neighbor_weight",
+        "document_decay",
         "max_sentence_chars",
     )
     injected_keys: ClassVar[tuple[str, ...]] = ("embedder",)
@@ -196,12 +200,14 @@ class SentenceSelectionCompressor(BaseCompressor):
         document_weight: float = 0.5,
         lexical_weight: float = 0.3,
         neighbor_weight: float = 0.15,
+        document_decay: float = 0.0,
         max_sentence_chars: int = DEFAULT_MAX_SENTENCE_CHARS,
     ) -> None:
         for key, value in (
             ("document_weight", document_weight),
             ("lexical_weight", lexical_weight),
             ("neighbor_weight", neighbor_weight),
+            ("document_decay", document_decay),
         ):
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigurationError(f"{key}={value} must be a finite number >= 0")
@@ -214,6 +220,7 @@ class SentenceSelectionCompressor(BaseCompressor):
         self.document_weight = float(document_weight)
         self.lexical_weight = float(lexical_weight)
         self.neighbor_weight = float(neighbor_weight)
+        self.document_decay = float(document_decay)
         self.max_sentence_chars = max_sentence_chars
         self._counter = get_token_counter(tokenizer)
 
@@ -304,7 +311,7 @@ class SentenceSelectionCompressor(BaseCompressor):
         budget = options.budget(total_tokens)
         scores = self.score(query, passages, analyses)
         forced = self._forced(passages, analyses, options.keep)
-        selected = _select(analyses, scores, forced, budget, options)
+        selected = _select(analyses, scores, forced, budget, options, self.document_decay)
         texts = [
             join_spans(p.text, [tuple(a.spans[k]) for k in sorted(chosen)])
             for p, a, chosen in zip(passages, analyses, selected, strict=True)
@@ -390,8 +397,14 @@ def _select(
     forced: Sequence[set[int]],
     budget: int | None,
     options: CompressionOptions,
+    document_decay: float,
 ) -> list[set[int]]:
-    """Greedy: forced sentences first, then by score while they fit the budget."""
+    """Greedy under the budget: forced sentences first, then the best remaining one.
+
+    The k-th sentence taken from a document competes with its score minus
+    ``document_decay * k``, so once a document has given its best sentences, the budget
+    flows to the best sentences of other documents (coverage for multi-hop questions).
+    """
     if budget is None:
         return [set(range(a.count)) for a in analyses]
     chosen = [set(f) for f in forced]
@@ -403,18 +416,23 @@ def _select(
             "target_tokens) or shorten keep",
             param="keep",
         )
-    candidates = [
-        (float(score), i, k)
+    queues = [
+        [int(k) for k in np.argsort(-s, kind="stable") if int(k) not in chosen[i]]
         for i, s in enumerate(scores)
-        for k, score in enumerate(s)
-        if k not in chosen[i]
     ]
-    candidates.sort(key=lambda c: -c[0])
-    for _, i, k in candidates:
+    heap = [(-float(scores[i][q[0]]), i, 0) for i, q in enumerate(queues) if q]
+    heapq.heapify(heap)
+    while heap:
+        _, i, position = heapq.heappop(heap)
+        k = queues[i][position]
         cost = int(analyses[i].tokens[k])
         if spent + cost <= budget:
             chosen[i].add(k)
             spent += cost
+        if position + 1 < len(queues[i]):
+            nxt = queues[i][position + 1]
+            penalty = document_decay * len(chosen[i] - forced[i])
+            heapq.heappush(heap, (-float(scores[i][nxt]) + penalty, i, position + 1))
     return chosen
 
 

@@ -126,6 +126,7 @@ def test_fingerprint_changes_with_every_config_key(fake_embedder) -> None:
         "document_weight": 0.1,
         "lexical_weight": 0.9,
         "neighbor_weight": 0.0,
+        "document_decay": 0.3,
         "max_sentence_chars": 500,
     }
     assert set(variants) == set(SentenceSelectionCompressor.config_keys)
