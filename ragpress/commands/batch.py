@@ -17,6 +17,7 @@ from ragpress.commands._common import (
     options_from,
     pipeline_options,
     quiet_third_party,
+    require_text_method,
 )
 from ragpress.exceptions import RagpressError
 from ragpress.middleware.batch import BatchReport, run_batch
@@ -93,6 +94,7 @@ def batch(
         max_document_chars=max_document_chars,
         verbose=verbose,
     )
+    require_text_method(settings)
     quiet_third_party()
     try:
         pipeline = build_pipeline(settings)
