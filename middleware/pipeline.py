@@ -331,9 +331,10 @@ class Pipeline:
             trace.add_time(f"{label}analyze", started)
             found.update(zip(missing, fresh, strict=True))
             started = time.perf_counter()
-            await self.cache.set_many(
-                {key: compressor.encode_analysis(found[key]) for key in missing}
+            encoded = await anyio.to_thread.run_sync(  # serialising is compute (and GPU syncs)
+                lambda: {key: compressor.encode_analysis(found[key]) for key in missing}
             )
+            await self.cache.set_many(encoded)
             trace.add_time(f"{label}cache_set", started)
         return [
             compressor.join_analyses(passage, passage_units, [found[k] for k in passage_keys])

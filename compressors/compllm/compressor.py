@@ -267,6 +267,7 @@ class CompLLMCompressor(BaseCompressor):
         """
         if analyses is None:
             analyses = self.analyze(passages)
+        device = self.encoder.device
         rows: list[torch.Tensor] = []
         compressed: list[CompressedPassage] = []
         verbatim = 0
@@ -274,7 +275,7 @@ class CompLLMCompressor(BaseCompressor):
             keep = segments_overlapping(analysis.text, analysis.segments, options.keep)
             verbatim += len(keep)
             parts = [
-                self.encoder.embed_ids(segment.ids) if i in keep else concepts.to(self.device)
+                self.encoder.embed_ids(segment.ids) if i in keep else concepts.to(device)
                 for i, (segment, concepts) in enumerate(
                     zip(analysis.segments, analysis.concepts, strict=True)
                 )

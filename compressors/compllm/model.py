@@ -189,7 +189,8 @@ class ConceptEncoder:
         rng_devices = [llm.device] if llm.device.type == "cuda" else []
         with torch.random.fork_rng(devices=rng_devices):  # seed LoRA init, leave global RNG be
             torch.manual_seed(seed)
-            peft_model = get_peft_model(llm, _lora_config(config))
+            with _quiet_peft():
+                peft_model = get_peft_model(llm, _lora_config(config))
         table = embedding_table(llm).weight.detach().float()
         projection = torch.nn.Linear(hidden, hidden, device=device, dtype=torch.float32)
         with torch.no_grad():
@@ -238,7 +239,8 @@ class ConceptEncoder:
                 stacklevel=2,
             )
         try:
-            peft_model = PeftModel.from_pretrained(llm, str(path), is_trainable=trainable)
+            with _quiet_peft():
+                peft_model = PeftModel.from_pretrained(llm, str(path), is_trainable=trainable)
             weights = load_file(str(path / PROJECTION_FILE))
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"adapter folder {path} is incomplete ({exc})") from exc
@@ -399,6 +401,14 @@ class ConceptEncoder:
         """The unmodified target LLM (adapter off), held exclusively for the block."""
         with self._lock:
             yield self.llm
+
+
+@contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """Hide a transformers deprecation that PEFT triggers; nothing a user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        yield
 
 
 def _lora_config(config: CompLLMConfig) -> LoraConfig:
