@@ -341,6 +341,15 @@ class CompLLMCompressor(BaseCompressor):
             ]
         )
 
+    def probe_prompt(self, question: str = "Say hello.") -> tuple[list[int], torch.Tensor]:
+        """A short templated prompt with no documents, as token ids and as input embeddings.
+
+        A serving backend must turn both into the same output; see
+        ``VLLMBackend.acheck_embedding_parity``.
+        """
+        ids = self.prompt_parts(question).around([])
+        return ids, self.encoder.embed_ids(ids)
+
     def full_prompt_ids(
         self, question: str, passages: Sequence[Passage], *, system: str | None = None
     ) -> list[int]:

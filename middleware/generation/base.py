@@ -108,6 +108,10 @@ class SoftPromptBuilder(Protocol):
         """``[instruction | concepts | question]`` as input embeddings, template applied."""
         ...
 
+    def probe_prompt(self, question: str = ...) -> tuple[list[int], ArrayLike]:
+        """A short templated prompt as token ids and as embeddings (backend checks)."""
+        ...
+
 
 def require_embedding_target(target: str, *, method: str = "compllm") -> None:
     """Fail early when a soft-prompt method is pointed at a model that takes text only.

@@ -95,6 +95,23 @@ class SoftPromptService:
         self.backend = backend
         self.builder: SoftPromptBuilder = compressor
 
+    async def averify(self) -> None:
+        """Start-up check that the backend reads our embeddings as it reads token ids.
+
+        For vLLM this compares greedy output from a short prompt's token ids with output from
+        its embeddings (model mismatch, embedding scale); the local backend is the compressor's
+        own model and needs no check. Call it once before serving.
+
+        Raises:
+            ConfigurationError: The backend reads the embeddings differently.
+            UpstreamError: The backend cannot be reached.
+        """
+        check = getattr(self.backend, "acheck_embedding_parity", None)
+        if check is None:
+            return
+        ids, embeddings = await anyio.to_thread.run_sync(self.builder.probe_prompt)
+        await check(ids, embeddings)
+
     async def aprepare(
         self,
         question: str,

@@ -173,17 +173,17 @@ async def test_server_errors_become_upstream_errors(vllm_server, prompt) -> None
     await backend.aclose()
 
 
-async def test_embedding_parity_check(vllm_server, compllm) -> None:
-    ids = list(compllm.prompt_parts("Say hello.").around([]))
-    embeds = compllm.encoder.embed_ids(ids)
-    backend = VLLMBackend(vllm_server.url, "m")
-    await backend.acheck_embedding_parity(ids, embeds)
-    by_ids = vllm_server.requests[0]
+async def test_start_up_parity_check(vllm_server, compllm) -> None:
+    service = SoftPromptService(Pipeline([Stage(compllm)]), VLLMBackend(vllm_server.url, "m"))
+    await service.averify()
+    ids, embeds = compllm.probe_prompt()
+    by_ids, by_embeds = vllm_server.requests
     assert by_ids["prompt"] == ids and "prompt_embeds" not in by_ids
-    vllm_server.reply_to_ids = "Hello!"
+    assert torch.equal(vllm_server.tensors[0], embeds) and "prompt" not in by_embeds
+    vllm_server.reply_to_ids = "Hello!"  # the server reads the embeddings differently
     with pytest.raises(ConfigurationError, match="embedding scale"):
-        await backend.acheck_embedding_parity(ids, embeds)
-    await backend.aclose()
+        await service.averify()
+    await service.aclose()
 
 
 def test_bad_url_and_bad_tensor_are_refused(prompt) -> None:
