@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio.to_thread
 
-from ragpress.exceptions import CompressionError, ConfigurationError
+from ragpress.exceptions import CompressionError, ConfigurationError, RequestValidationError
 from ragpress.middleware.generation.base import (
     GenerationChunk,
     GenerationParams,
@@ -127,6 +127,12 @@ class SoftPromptService:
             CompressionError: The pipeline returned no embeddings (e.g. it passed the documents
                 through after an error).
         """
+        if not isinstance(question, str) or not question.strip():
+            raise RequestValidationError(
+                f"question={question!r} is empty; soft prompts answer a question about the "
+                "documents, so give the user's question",
+                param="question",
+            )
         result = await self.pipeline.acompress(question, passages, options)
         concepts = result.embeddings
         if concepts is None:

@@ -10,7 +10,7 @@ pytest.importorskip("peft")
 from ragpress.compressors.compllm import CompLLMCompressor  # noqa: E402
 from ragpress.compressors.sentence_selection import SentenceSelectionCompressor  # noqa: E402
 from ragpress.config import RagpressSettings  # noqa: E402
-from ragpress.exceptions import ConfigurationError  # noqa: E402
+from ragpress.exceptions import ConfigurationError, RequestValidationError  # noqa: E402
 from ragpress.middleware.cache_policy import FailOpenCache  # noqa: E402
 from ragpress.middleware.generation import (  # noqa: E402
     GenerationParams,
@@ -102,6 +102,9 @@ async def test_service_streams_an_answer_with_the_local_backend(compllm, memory_
 
     oracle = EmbeddingGenerator(compllm.encoder).generate(expected, max_new_tokens=6)
     assert "".join(c.text for c in chunks) == oracle
+    with pytest.raises(RequestValidationError) as caught:
+        await service.aprepare("  ", [TOWER])
+    assert caught.value.param == "question"
     answer = await service.agenerate(
         "When was the tower built?", [TOWER], GenerationParams(max_tokens=6), system="Be brief."
     )
