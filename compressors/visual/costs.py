@@ -52,10 +52,15 @@ Detail = Literal["low", "high", "auto"]
 class ImageCostModel(Protocol):
     """Token cost of one image at one provider."""
 
-    provider: str
-    """``"openai"``, ``"anthropic"`` or ``"gemini"``."""
-    supports_low_detail: bool
-    """Whether ``detail="low"`` changes the cost (OpenAI tile models only)."""
+    @property
+    def provider(self) -> str:
+        """``"openai"``, ``"anthropic"`` or ``"gemini"``."""
+        ...
+
+    @property
+    def supports_low_detail(self) -> bool:
+        """Whether ``detail="low"`` changes the cost (OpenAI tile models only)."""
+        ...
 
     def tokens(self, width: int, height: int, detail: Detail = "high") -> int:
         """Prompt tokens billed for an image of ``width`` x ``height`` pixels."""

@@ -146,8 +146,8 @@ def analyze_layout(mask: npt.NDArray[np.bool_]) -> PageLayout:
     shorter than the page. A photo is one tall run, so it has no line height.
     """
     height, width = mask.shape
-    rows = mask.any(axis=1)
-    cols = mask.any(axis=0)
+    rows: npt.NDArray[np.bool_] = np.asarray(mask.any(axis=1), dtype=bool)
+    cols: npt.NDArray[np.bool_] = np.asarray(mask.any(axis=0), dtype=bool)
     if not rows.any():
         return PageLayout(width, height, None, None, 0.0)
     top = int(np.argmax(rows))
@@ -175,11 +175,11 @@ def collapse_blank_bands(
     Paragraph and section breaks survive (``keep_px`` of them remain); the empty half of a
     half-filled page does not.
     """
-    rows = mask.any(axis=1)
+    rows: npt.NDArray[np.bool_] = np.asarray(mask.any(axis=1), dtype=bool)
     blank = _runs(~rows)
     if not any(b - a > max_gap_px for a, b in blank):
         return image
-    keep = np.ones(len(rows), dtype=bool)
+    keep = np.ones(rows.shape[0], dtype=np.bool_)
     for a, b in blank:
         if b - a > max_gap_px:
             middle = a + (b - a - keep_px) // 2

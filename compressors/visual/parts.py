@@ -206,7 +206,7 @@ class ImagePartCompressor:
                 image=result,
                 ocr=ocr,
             )
-        ocr = decision[0] if decision else None
+        checked = decision[0] if decision else None
         if not result.changed:
             return ImagePartResult(
                 (dict(part),),
@@ -215,7 +215,7 @@ class ImagePartCompressor:
                 result.tokens_before,
                 result.tokens_after,
                 image=result,
-                ocr=ocr,
+                ocr=checked,
             )
         new_part = _image_part(shape, part, result)
         reason = ", ".join(result.steps) or "re-encoded"
@@ -226,7 +226,7 @@ class ImagePartCompressor:
             result.tokens_before,
             result.tokens_after,
             image=result,
-            ocr=ocr,
+            ocr=checked,
         )
 
     def _fetch(self, url: str, param: str) -> bytes | None:
