@@ -44,11 +44,20 @@ __all__ = [
     "ImagePartCompressor",
     "ImagePartResult",
     "Route",
+    "Shape",
     "compress_image_part",
     "host_allowed",
+    "text_part",
 ]
 
-Route = Literal["image", "ocr", "blank", "unchanged", "url_not_fetched"]
+Route = Literal["image", "ocr", "blank", "unchanged", "url_not_fetched", "pdf"]
+Shape = Literal["openai_chat", "openai_responses", "anthropic"]
+"""The wire format of a content part: OpenAI Chat Completions, OpenAI Responses, Anthropic."""
+_IMAGE_TYPE: dict[str, str] = {
+    "openai_chat": "image_url",
+    "openai_responses": "input_image",
+    "anthropic": "image",
+}
 Fetcher = Callable[[str], bytes]
 """Fetches an allow-listed URL's bytes; the proxy injects one (with its own timeouts)."""
 
@@ -174,6 +183,32 @@ class ImagePartCompressor:
                     None,
                     None,
                 )
+        return self.compress_bytes(
+            data, shape=shape, part=part, detail=detail, budget_tokens=budget_tokens, param=param
+        )
+
+    def compress_bytes(
+        self,
+        data: bytes,
+        *,
+        shape: Shape,
+        part: Mapping[str, Any] | None = None,
+        detail: Detail = "auto",
+        budget_tokens: int | None = None,
+        param: str = "image",
+    ) -> ImagePartResult:
+        """Compress encoded image bytes into a part of the given wire ``shape``.
+
+        Args:
+            data: The encoded image.
+            shape: ``"openai_chat"``, ``"openai_responses"`` or ``"anthropic"``.
+            part: The original part, when there is one: returned as is when nothing is cheaper,
+                and its extra keys (``cache_control``) are kept. Without it (a rendered PDF
+                page) an image part is always built.
+            detail: The ``detail`` the caller asked for.
+            budget_tokens: Most tokens the image may cost.
+            param: Field name used in error messages.
+        """
         if len(data) > self.max_bytes:
             raise RequestValidationError(
                 f"{param} is {len(data)} bytes, above the {self.max_bytes}-byte limit; "
@@ -184,20 +219,20 @@ class ImagePartCompressor:
             data, budget_tokens=budget_tokens, detail=detail, param=param
         )
         if result.blank:
-            text_part = _text_part(shape, BLANK_IMAGE_TEXT, part)
+            blank_part = text_part(shape, BLANK_IMAGE_TEXT, part)
             return ImagePartResult(
-                (text_part,),
+                (blank_part,),
                 "blank",
                 "the image is blank",
                 result.tokens_before,
-                self._text_tokens(BLANK_IMAGE_TEXT),
+                self.text_tokens(BLANK_IMAGE_TEXT),
                 image=result,
             )
         decision = self._ocr(data, result, param)
         if decision is not None and decision[0].use_text:
             ocr, text = decision
             return ImagePartResult(
-                (_text_part(shape, text, part),),
+                (text_part(shape, text, part),),
                 "ocr",
                 ocr.reason,
                 result.tokens_before,
@@ -207,7 +242,7 @@ class ImagePartCompressor:
                 ocr=ocr,
             )
         checked = decision[0] if decision else None
-        if not result.changed:
+        if not result.changed and part is not None:
             return ImagePartResult(
                 (dict(part),),
                 "unchanged",
@@ -217,7 +252,7 @@ class ImagePartCompressor:
                 image=result,
                 ocr=checked,
             )
-        new_part = _image_part(shape, part, result)
+        new_part = _image_part(shape, part or {"type": _IMAGE_TYPE[shape]}, result)
         reason = ", ".join(result.steps) or "re-encoded"
         return ImagePartResult(
             (new_part,),
@@ -260,11 +295,12 @@ class ImagePartCompressor:
         if self.ocr_engine is None or result.x_height_px is None:
             return None
         page = read_page(decode_image(data, param=param), self.ocr_engine)
-        text_tokens = self._text_tokens(page.text)
+        text_tokens = self.text_tokens(page.text)
         decision = ocr_is_cheaper(page, text_tokens=text_tokens, image_tokens=result.tokens_after)
         return decision, page.text
 
-    def _text_tokens(self, text: str) -> int:
+    def text_tokens(self, text: str) -> int:
+        """Tokens of ``text`` for the target model (o200k for OpenAI, cl100k + 20% otherwise)."""
         if self._openai:
             try:
                 return get_token_counter(self.model).count(text)
@@ -290,12 +326,9 @@ def compress_image_part(
     return compressor.compress(part, budget_tokens=budget_tokens, param=param)
 
 
-_Shape = Literal["openai_chat", "openai_responses", "anthropic"]
-
-
 def _read_part(
     part: Mapping[str, Any], param: str
-) -> tuple[_Shape, str | None, Detail, bytes | None]:
+) -> tuple[Shape, str | None, Detail, bytes | None]:
     """``(shape, url, detail, data)``: ``data`` is ``None`` for remote URLs.
 
     The declared media type is checked to be an image type; the bytes decide the rest.
@@ -402,7 +435,7 @@ def _extra(part: Mapping[str, Any], *known: str) -> dict[str, Any]:
 
 
 def _image_part(
-    shape: _Shape, part: Mapping[str, Any], result: ImageCompressionResult
+    shape: Shape, part: Mapping[str, Any], result: ImageCompressionResult
 ) -> dict[str, Any]:
     encoded = base64.b64encode(result.data).decode("ascii")
     data_url = f"data:{result.media_type};base64,{encoded}"
@@ -421,10 +454,11 @@ def _image_part(
     return {**_extra(part, "source"), "source": source}
 
 
-def _text_part(shape: _Shape, text: str, part: Mapping[str, Any]) -> dict[str, Any]:
+def text_part(shape: Shape, text: str, part: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A text content part in ``shape``'s format (keeping Anthropic ``cache_control``)."""
     if shape == "openai_responses":
         return {"type": "input_text", "text": text}
     out: dict[str, Any] = {"type": "text", "text": text}
-    if shape == "anthropic" and "cache_control" in part:
+    if shape == "anthropic" and part is not None and "cache_control" in part:
         out["cache_control"] = part["cache_control"]
     return out
