@@ -18,15 +18,13 @@ Anthropic citations on the document are not carried over: leave such parts alone
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ragpress.compressors.visual.ocr import DEFAULT_MAX_TEXT_RATIO
-from ragpress.compressors.visual.parts import ImagePartResult, text_part
+from ragpress.compressors.visual.parts import ImagePartResult, decode_base64, text_part
 from ragpress.compressors.visual.pdf import DEFAULT_DPI, DEFAULT_MAX_PAGES, read_pdf
 from ragpress.exceptions import RequestValidationError
 
@@ -137,7 +135,7 @@ def _read_document(part: Mapping[str, Any], param: str) -> tuple[Shape, bytes]:
             and source.get("type") == "base64"
             and source.get("media_type") == "application/pdf"
         ):
-            return "anthropic", _decode(source.get("data"), f"{param}.source.data")
+            return "anthropic", decode_base64(source.get("data"), f"{param}.source.data")
         raise RequestValidationError(
             f'{param}.source must be {{"type": "base64", "media_type": "application/pdf", '
             '"data": ...}',
@@ -161,13 +159,4 @@ def _from_data_url(value: object, param: str) -> bytes:
         raise RequestValidationError(
             f"{param} must be a data URL starting with {_PDF_PREFIX!r}", param=param
         )
-    return _decode(value[len(_PDF_PREFIX) :], param)
-
-
-def _decode(value: object, param: str) -> bytes:
-    if not isinstance(value, str):
-        raise RequestValidationError(f"{param} must be a base64 string", param=param)
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise RequestValidationError(f"{param} is not valid base64 ({exc})", param=param) from exc
+    return decode_base64(value[len(_PDF_PREFIX) :], param)

@@ -46,6 +46,7 @@ __all__ = [
     "Route",
     "Shape",
     "compress_image_part",
+    "decode_base64",
     "host_allowed",
     "text_part",
 ]
@@ -361,7 +362,7 @@ def _read_part(
         source = part.get("source")
         if isinstance(source, Mapping) and source.get("type") == "base64":
             media_type = source.get("media_type")
-            data = _b64(source.get("data"), f"{param}.source.data")
+            data = decode_base64(source.get("data"), f"{param}.source.data")
             _check_type(media_type, f"{param}.source.media_type")
             return "anthropic", None, "auto", data
         if isinstance(source, Mapping) and source.get("type") == "url":
@@ -399,7 +400,7 @@ def _from_url(url: str, param: str) -> tuple[str | None, bytes | None]:
             f"{param} must be base64-encoded (data:{media_type};base64,...)", param=param
         )
     _check_type(media_type, param)
-    return None, _b64(url[match.end() :], param)
+    return None, decode_base64(url[match.end() :], param)
 
 
 def _check_type(media_type: object, param: str) -> None:
@@ -410,7 +411,8 @@ def _check_type(media_type: object, param: str) -> None:
         )
 
 
-def _b64(value: object, param: str) -> bytes:
+def decode_base64(value: object, param: str) -> bytes:
+    """Strict base64 decoding; errors name ``param``."""
     if not isinstance(value, str):
         raise RequestValidationError(f"{param} must be a base64 string", param=param)
     try:
