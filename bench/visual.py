@@ -223,8 +223,8 @@ def api_pages(skip_ocr: bool) -> None:
     counter = get_token_counter("o200k_base")
     print("\n### OCR route (RapidOCR PP-OCRv6 small, CPU)\n")
     print("| page | CER | mean confidence | ink in text lines | text tokens (o200k) "
-          "| gpt-4o image after | route for gpt-4o | route for claude |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+          "| gpt-4o image after | route for gpt-4o | route for claude | OCR s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for path in pages:
         data = path.read_bytes()
         started = time.perf_counter()
@@ -239,7 +239,7 @@ def api_pages(skip_ocr: bool) -> None:
         image_after = ImageCompressor("gpt-4o").compress(data).tokens_after
         print(f"| {path.name} | {cer:.4f} | {result.mean_confidence:.3f} "
               f"| {result.ink_coverage:.2f} | {counter.count(result.text)} | {image_after} "
-              f"| {routes[0]} | {routes[1]} |  <!-- {seconds:.1f}s -->")  # fmt: skip
+              f"| {routes[0]} | {routes[1]} | {seconds:.1f} |")  # fmt: skip
 
 
 def main() -> None:

@@ -234,6 +234,11 @@ class ImageCompressor:
             steps.append(f"resize to {best.seen_width}x{best.seen_height}")
         if best.detail == "low":
             steps.append('detail "low"')
+        tokens_after = costs.tokens(out.width, out.height, best.detail)
+        if tokens_after > tokens_before:  # a provider resize that is not idempotent; keep input
+            return _replace(
+                keep_input, candidates=tuple(candidates), x_height_px=layout.x_height_px
+            )
         oriented = source.getexif().get(_EXIF_ORIENTATION, 1) != 1
         if steps in ([], ['detail "low"']) and out.size == source.size and not oriented:
             # Same pixels, only the detail changed: send the input bytes themselves.
@@ -247,7 +252,7 @@ class ImageCompressor:
             out.height,
             best.detail,
             tokens_before,
-            costs.tokens(out.width, out.height, best.detail),
+            tokens_after,
             blank=False,
             over_budget=over_budget,
             changed=True,
