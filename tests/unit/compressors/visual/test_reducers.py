@@ -31,6 +31,17 @@ from ragpress.compressors.visual.reducers import (  # noqa: E402
     vtc_cls,
 )
 
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+        ],
+    ),
+]
+
 
 def cos(a, b) -> float:
     return float(torch.dot(a.double(), b.double()) / (a.double().norm() * b.double().norm()))
@@ -47,11 +58,12 @@ def divprune_reference(x, k: int) -> list[int]:
     return sorted(picked)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("n", "k"), [(40, 1), (40, 5), (57, 12), (30, 30)])
-def test_divprune_matches_the_greedy_max_min_reference(n: int, k: int) -> None:
+def test_divprune_matches_the_greedy_max_min_reference(n: int, k: int, device: str) -> None:
     gen = torch.Generator().manual_seed(n + k)
     x = torch.randn(3, n, 16, generator=gen)
-    got = divprune(x, k)
+    got = divprune(x.to(device), k).cpu()
     assert got.shape == (3, k)
     for b in range(3):
         assert got[b].tolist() == divprune_reference(x[b], k)
@@ -88,12 +100,15 @@ def visionzip_reference(x, att, keys, dominant: int, contextual: int):
     return order, torch.stack([out[t] for t in order]), [len(groups.get(t, [])) + 1 for t in order]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("n", "dominant", "contextual"), [(64, 10, 4), (50, 7, 6), (20, 19, 5)])
-def test_visionzip_matches_reference(n: int, dominant: int, contextual: int) -> None:
+def test_visionzip_matches_reference(n: int, dominant: int, contextual: int, device: str) -> None:
     gen = torch.Generator().manual_seed(n)
     x, keys = torch.randn(2, n, 12, generator=gen), torch.randn(2, n, 8, generator=gen)
     att = torch.rand(2, 3, n, generator=gen)
-    got = visionzip(x, att, keys, dominant=dominant, contextual=contextual)
+    merged = visionzip(x.to(device), att.to(device), keys.to(device), dominant=dominant,
+                       contextual=contextual)  # fmt: skip
+    got = type(merged)(merged.features.cpu(), merged.indices.cpu(), merged.sizes.cpu())
     for b in range(2):
         count = min(contextual, n - dominant)
         order, features, sizes = visionzip_reference(x[b], att[b], keys[b], dominant, count)
@@ -124,12 +139,15 @@ def tome_reference(x, metric, sizes, r: int, protect_first: bool):
     return order, torch.stack(feats), sz
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("n", "r", "protect"), [(20, 5, False), (21, 10, True), (9, 4, False)])
-def test_tome_merge_matches_reference(n: int, r: int, protect: bool) -> None:
+def test_tome_merge_matches_reference(n: int, r: int, protect: bool, device: str) -> None:
     gen = torch.Generator().manual_seed(n * r)
     x, metric = torch.randn(2, n, 6, generator=gen), torch.randn(2, n, 5, generator=gen)
     sizes = torch.randint(1, 4, (2, n), generator=gen).float()
-    got = tome_merge(x, metric, r, sizes=sizes, protect_first=protect)
+    merged = tome_merge(x.to(device), metric.to(device), r, sizes=sizes.to(device),
+                        protect_first=protect)  # fmt: skip
+    got = type(merged)(merged.features.cpu(), merged.indices.cpu(), merged.sizes.cpu())
     assert got.features.shape == (2, n - r, 6)
     for b in range(2):
         order, features, sz = tome_reference(x[b], metric[b], sizes[b], r, protect)
