@@ -42,8 +42,7 @@ def records(path: Path, limit: int) -> list[tuple[str, list[Passage]]]:
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle][:limit]
     return [
-        (r["question"], [Passage(d["text"], title=d.get("title")) for d in r["docs"]])
-        for r in rows
+        (r["question"], [Passage(d["text"], title=d.get("title")) for d in r["docs"]]) for r in rows
     ]
 
 
@@ -78,7 +77,7 @@ def main() -> None:
     )
     ratios, worst = [], 0.0
     for number, (query, passages) in enumerate(records(args.data, args.records), start=1):
-        prompt_ms, groups = timed(compressor.prompts, query, passages)
+        _, groups = timed(compressor.prompts, query, passages)
         classifier.score(groups)  # warm-up
         naive_times, fast_times = [], []
         for _ in range(args.repeat):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ragpress.compressors.exit_prompt import GEMMA_TURNS, exit_user_message
 from ragpress.compressors.exit_scoring import (
+    DEFAULT_LIMITS,
     ScoringLimits,
     score_each,
     score_shared_prefix,
@@ -147,7 +148,7 @@ class ExitClassifier:
             dtype=dtype,
             merge_adapter=merge_adapter,
         )
-        model.eval()
+        model.train(False)
         model.requires_grad_(False)
         return cls(model, tokenizer, name=name_or_path, revision=revision_id)
 
@@ -231,9 +232,7 @@ class ExitClassifier:
     def _token_ends(self, text: str) -> list[int]:
         """Character offset where each token of ``text`` ends."""
         try:
-            encoded = self.tokenizer(
-                text, add_special_tokens=False, return_offsets_mapping=True
-            )
+            encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
             ends = [int(end) for _, end in encoded["offset_mapping"]]
         except NotImplementedError:  # slow tokenizers have no offsets: cut proportionally
             n = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -255,7 +254,7 @@ class ExitClassifier:
     # -- scoring -------------------------------------------------------------------------------
 
     def score(
-        self, groups: Sequence[FittedPrompts], *, limits: ScoringLimits = ScoringLimits()
+        self, groups: Sequence[FittedPrompts], *, limits: ScoringLimits = DEFAULT_LIMITS
     ) -> list[list[float]]:
         """P(Yes) of every prompt; each group's shared prefix runs once (see exit_scoring).
 
@@ -271,8 +270,7 @@ class ExitClassifier:
             if group.ids
             and self._can_share_prefix
             and (
-                self._sliding_window is None
-                or 2 * max(map(len, group.ids)) <= self._sliding_window
+                self._sliding_window is None or 2 * max(map(len, group.ids)) <= self._sliding_window
             )
         ]
         out: list[list[float]] = [[] for _ in groups]
@@ -343,6 +341,7 @@ def load_causal_lm(
     """
     torch_dtype = resolve_dtype(dtype, device)
     adapter = _adapter_config(name_or_path, revision)
+    model: Any
     if adapter is None:
         model = _auto_model(name_or_path, revision, torch_dtype)
         tokenizer = _auto_tokenizer(name_or_path, revision)
@@ -413,9 +412,8 @@ def _adapter_config(name_or_path: str, revision: str | None) -> dict[str, Any] |
 
 def _auto_model(name: str, revision: str | None, dtype: torch.dtype) -> PreTrainedModel:
     try:
-        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
-            name, revision=revision, dtype=dtype
-        )
+        auto: Any = AutoModelForCausalLM
+        model: PreTrainedModel = auto.from_pretrained(name, revision=revision, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise model_not_found(name, exc) from exc
     return model

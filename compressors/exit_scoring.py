@@ -37,7 +37,13 @@ if TYPE_CHECKING:
 
     from transformers import PreTrainedModel
 
-__all__ = ["ScoringLimits", "common_prefix_length", "score_each", "score_shared_prefix"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "ScoringLimits",
+    "common_prefix_length",
+    "score_each",
+    "score_shared_prefix",
+]
 
 logger = logging.getLogger("ragpress.compressors.exit")
 
@@ -64,6 +70,8 @@ class _Item:
     index: int
     suffix: list[int]
 
+
+DEFAULT_LIMITS = ScoringLimits()
 
 _LayerKV = tuple["torch.Tensor", "torch.Tensor"]
 
@@ -95,7 +103,7 @@ def score_shared_prefix(
     yes_id: int,
     no_id: int,
     pad_id: int,
-    limits: ScoringLimits = ScoringLimits(),
+    limits: ScoringLimits = DEFAULT_LIMITS,
 ) -> list[list[float]]:
     """P(Yes) of every prompt, computing each group's shared prefix once.
 
@@ -204,7 +212,9 @@ def _run_prefixes(
                 chunk.append(g)
                 continue
         if chunk:
-            cache.update(_prefix_chunk(model, [splits[c].prefix for c in chunk], chunk, pad_id, device))
+            cache.update(
+                _prefix_chunk(model, [splits[c].prefix for c in chunk], chunk, pad_id, device)
+            )
         chunk = [] if g is None else [g]
     return cache
 
@@ -232,7 +242,10 @@ def _prefix_chunk(
     )
     layers = out.past_key_values.layers
     return {
-        g: [(layer.keys[r : r + 1, :, : len(p)], layer.values[r : r + 1, :, : len(p)]) for layer in layers]
+        g: [
+            (layer.keys[r : r + 1, :, : len(p)], layer.values[r : r + 1, :, : len(p)])
+            for layer in layers
+        ]
         for r, (g, p) in enumerate(zip(groups, prefixes, strict=True))
     }
 

@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "batch": "ragpress.commands.batch:batch",
     "compress": "ragpress.commands.compress:compress",
     "config": "ragpress.commands.config:config",
+    "train-exit": "ragpress.commands.train_exit:train_exit",
 }
 
 try:

@@ -38,9 +38,7 @@ DOCS = [
         id="d2",
     ),
     Passage("", title="Empty", id="d3"),
-    Passage(
-        "Bananas are yellow. Apples can be red or green. Grapes grow in bunches.", id="d4"
-    ),
+    Passage("Bananas are yellow. Apples can be red or green. Grapes grow in bunches.", id="d4"),
 ]
 
 
@@ -63,13 +61,14 @@ def scores(classifier) -> list[list[float]]:
 
 
 def _kept(result) -> list[list[str]]:
-    return [
-        [p.source.text[s:e] for s, e in (p.spans or ())] for p in result.passages
-    ]
+    return [[p.source.text[s:e] for s, e in (p.spans or ())] for p in result.passages]
 
 
 def _sentences(compressor, docs=DOCS) -> list[list[str]]:
-    return [[d.text[s:e] for s, e in a.spans] for d, a in zip(docs, compressor.analyze(docs))]
+    return [
+        [d.text[s:e] for s, e in a.spans]
+        for d, a in zip(docs, compressor.analyze(docs), strict=True)
+    ]
 
 
 def test_keeps_exactly_the_sentences_at_or_above_the_threshold(classifier, scores) -> None:
@@ -125,9 +124,7 @@ def test_budget_mode_keeps_the_highest_scores_until_the_budget_is_spent(
     assert result.tokens_after <= budget + len(DOCS)  # joining may merge/split a token per doc
     # Independent greedy: best score first, skip what does not fit.
     analyses = compressor.analyze(DOCS)
-    ranked = sorted(
-        ((-p, d, k) for d, doc in enumerate(scores) for k, p in enumerate(doc))
-    )
+    ranked = sorted(((-p, d, k) for d, doc in enumerate(scores) for k, p in enumerate(doc)))
     spent, expected = 0, [set() for _ in DOCS]
     for _, d, k in ranked:
         if spent + analyses[d].tokens[k] <= budget:
@@ -165,9 +162,7 @@ def test_all_documents_context_judges_sentences_in_every_document(classifier, sc
     groups = compressor.prompts(QUERY, DOCS)
     assert len(groups) == 1 and len(groups[0].texts) == sum(map(len, scores))
     context = groups[0].texts[0].split("Full context:\n")[1].split("\nSentence:\n")[0]
-    assert context == (
-        f"Eiffel Tower\n{DOCS[0].text}\n\nBerlin\n{DOCS[1].text}\n\n{DOCS[3].text}"
-    )
+    assert context == (f"Eiffel Tower\n{DOCS[0].text}\n\nBerlin\n{DOCS[1].text}\n\n{DOCS[3].text}")
     all_scores = compressor.score(QUERY, DOCS)
     assert [len(s) for s in all_scores] == [len(s) for s in scores]
     assert all_scores != scores  # the context changes the judgement
@@ -231,7 +226,10 @@ def test_lora_adapter_loads_through_the_published_path(tiny_gemma_dir, tmp_path,
     unmerged = ExitClassifier.from_pretrained(str(adapter_dir), merge_adapter=False)
     assert "+" in merged.revision  # base and adapter both identified
     adapted = ExitCompressor(merged).score(QUERY, DOCS)
-    assert max(abs(a - b) for x, y in zip(adapted, scores) for a, b in zip(x, y)) > 1e-3
+    diffs = [
+        abs(a - b) for x, y in zip(adapted, scores, strict=True) for a, b in zip(x, y, strict=True)
+    ]
+    assert max(diffs) > 1e-3
     assert ExitCompressor(unmerged).score(QUERY, DOCS) == [
         pytest.approx(s, abs=1e-4) for s in adapted
     ]

@@ -1,4 +1,4 @@
-"""EXIT scoring: the paper's prompt, exact batched scores, and truncation that keeps the question."""
+"""EXIT scoring: the paper's prompt, exact batched scores, truncation that keeps the question."""
 
 from __future__ import annotations
 
@@ -99,7 +99,9 @@ def test_tokenizer_without_chat_template_gets_the_gemma_turns(tiny_gemma_dir, cl
 )
 def test_batched_scores_equal_one_prompt_at_a_time(classifier, reference, context, limits) -> None:
     compressor = ExitCompressor(
-        classifier, context=context, batch_size=limits.batch_size,
+        classifier,
+        context=context,
+        batch_size=limits.batch_size,
         max_batch_tokens=limits.max_batch_tokens,
     )
     groups = compressor.prompts(QUERY, DOCS)
@@ -138,7 +140,9 @@ def test_long_context_is_cut_and_the_question_survives(classifier, reference) ->
     untruncated = ExitCompressor(classifier).prompts(QUERY, [long_doc])[0]
     assert max(map(len, untruncated.ids)) > 2 * limit  # the test really exercises truncation
     # Right-truncation (the reference's bug) would cut the question and the model turn:
-    assert not untruncated.texts[0].endswith(classifier.tokenizer.decode(untruncated.ids[0][:limit]))
+    assert not untruncated.texts[0].endswith(
+        classifier.tokenizer.decode(untruncated.ids[0][:limit])
+    )
 
     compressor = ExitCompressor(classifier, max_prompt_tokens=limit)
     fitted = compressor.prompts(QUERY, [long_doc])[0]
