@@ -177,3 +177,48 @@ def test_yes_and_no_must_be_distinct_tokens(classifier) -> None:
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="<unk>")
     with pytest.raises(ConfigurationError, match="distinct first tokens"):
         ExitClassifier(classifier.model, tokenizer, name="words", revision="r")
+
+
+def _tiny(kind: str, tokenizer):
+    from transformers import Gemma2Config, Gemma2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    sizes = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 1,
+        "head_dim": 16,
+        "initializer_range": 0.3,
+        "tie_word_embeddings": False,
+    }
+    torch.manual_seed(0)
+    if kind == "qwen3":
+        return Qwen3ForCausalLM(Qwen3Config(**sizes)).eval()
+    window = {"gemma2-wide-window": 4096, "gemma2-narrow-window": 64}[kind]
+    return Gemma2ForCausalLM(Gemma2Config(**sizes, sliding_window=window)).eval()
+
+
+@pytest.mark.parametrize("kind", ["gemma2-wide-window", "gemma2-narrow-window", "qwen3"])
+def test_other_architectures_score_exactly(classifier, kind) -> None:
+    """Sliding-window layers share prefixes inside the window and fall back beyond it."""
+    model = _tiny(kind, classifier.tokenizer)
+    other = ExitClassifier(model, classifier.tokenizer, name=kind, revision="r")
+    compressor = ExitCompressor(other, batch_size=3, max_batch_tokens=400)
+    groups = compressor.prompts(QUERY, DOCS)
+    batched = other.score(groups, limits=ScoringLimits(batch_size=3, max_batch_tokens=400))
+    assert batched == [pytest.approx(g, abs=1e-4) for g in other.score_one_by_one(groups)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("dtype", "tolerance"), [("float32", 1e-4), ("bfloat16", 3e-2)])
+def test_batched_scores_on_gpu(tiny_gemma_dir, classifier, dtype, tolerance) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    gpu = ExitClassifier.from_pretrained(str(tiny_gemma_dir), device="cuda", dtype=dtype)
+    compressor = ExitCompressor(gpu, context="document", batch_size=4)
+    groups = compressor.prompts(QUERY, DOCS)
+    batched = gpu.score(groups, limits=ScoringLimits(batch_size=4))
+    assert batched == [pytest.approx(g, abs=tolerance) for g in gpu.score_one_by_one(groups)]
+    assert batched == [pytest.approx(g, abs=tolerance) for g in classifier.score(groups)]
