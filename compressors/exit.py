@@ -28,12 +28,12 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from ragpress.compressors._keep import keep_exceeds_budget, units_holding
 from ragpress.compressors.base import BaseCompressor
 from ragpress.compressors.exit_model import DEFAULT_EXIT_MODEL, ExitClassifier
 from ragpress.compressors.exit_prompt import all_documents_context, document_context
 from ragpress.compressors.exit_scoring import ScoringLimits
 from ragpress.exceptions import (
-    BudgetError,
     CompressionError,
     ConfigurationError,
     RequestValidationError,
@@ -349,7 +349,10 @@ class ExitCompressor(BaseCompressor):
             analyses = self.analyze(passages)
         total = sum(a.text_tokens for a in analyses)
         budget = options.budget(total)
-        forced = _forced(passages, analyses, options.keep)
+        forced = [
+            units_holding(p.text, a.spans, options.keep)
+            for p, a in zip(passages, analyses, strict=True)
+        ]
         scores, notes = self._score(query, passages, analyses) if passages else ([], [])
         chosen, selection_notes = self._select(scores, analyses, forced, budget, options)
         notes.extend(selection_notes)
@@ -391,12 +394,7 @@ class ExitCompressor(BaseCompressor):
         chosen = [set(f) for f in forced]
         spent = sum(analyses[d].tokens[k] for d, f in enumerate(forced) for k in f)
         if budget is not None and spent > budget:
-            raise BudgetError(
-                f"the sentences holding keep={list(options.keep)!r} need {spent} tokens, more "
-                f"than the budget of {budget}; raise the budget (lower target_ratio, higher rate "
-                "or target_tokens) or shorten keep",
-                param="keep",
-            )
+            raise keep_exceeds_budget(options.keep, spent, budget)
         ranked = sorted(
             (
                 (-p, d, k)
@@ -494,18 +492,3 @@ def _truncation_note(where: str, group: FittedPrompts, compressor: ExitCompresso
         f"{group.context_tokens} context tokens to fit max_prompt_tokens={limit}; the query, "
         "the sentences and the question are whole"
     )
-
-
-def _forced(
-    passages: Sequence[Passage], analyses: Sequence[ExitAnalysis], keep: Sequence[str]
-) -> list[set[int]]:
-    """Indices of the sentences that overlap an occurrence of a ``keep`` string."""
-    forced: list[set[int]] = [set() for _ in passages]
-    for i, (passage, a) in enumerate(zip(passages, analyses, strict=True)):
-        for needle in keep:
-            start = passage.text.find(needle)
-            while start != -1:
-                end = start + len(needle)
-                forced[i].update(k for k, (s, e) in enumerate(a.spans) if s < end and e > start)
-                start = passage.text.find(needle, start + 1)
-    return forced

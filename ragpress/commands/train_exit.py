@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ragpress.commands._common import dumps, fail, quiet_third_party
+from ragpress.commands._common import dumps, fail, progress_bar, quiet_third_party
 from ragpress.exceptions import RagpressError, RequestValidationError
 
 if TYPE_CHECKING:
@@ -202,26 +202,10 @@ def _train(
     *,
     show_progress: bool,
 ) -> TrainingReport:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from ragpress.compressors.exit_training import train_exit as run
 
-    progress = Progress(
-        TextColumn("[bold]training"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        disable=not (show_progress and sys.stderr.isatty()),
+    progress = progress_bar(
+        "training", disable=not (show_progress and sys.stderr.isatty()), fields=("loss",)
     )
     with progress:
         task = progress.add_task("train", total=None, loss="-")
