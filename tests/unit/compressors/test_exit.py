@@ -42,22 +42,9 @@ DOCS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    from exit_tiny import one_torch_thread
-
-    with one_torch_thread():
-        yield
-
-
 @pytest.fixture(scope="module")
-def classifier(tiny_gemma_dir) -> ExitClassifier:
-    return ExitClassifier.from_pretrained(str(tiny_gemma_dir))
-
-
-@pytest.fixture(scope="module")
-def scores(classifier) -> list[list[float]]:
-    return ExitCompressor(classifier).score(QUERY, DOCS)
+def scores(exit_classifier) -> list[list[float]]:
+    return ExitCompressor(exit_classifier).score(QUERY, DOCS)
 
 
 def _kept(result) -> list[list[str]]:
@@ -71,10 +58,10 @@ def _sentences(compressor, docs=DOCS) -> list[list[str]]:
     ]
 
 
-def test_keeps_exactly_the_sentences_at_or_above_the_threshold(classifier, scores) -> None:
+def test_keeps_exactly_the_sentences_at_or_above_the_threshold(exit_classifier, scores) -> None:
     flat = sorted(s for doc in scores for s in doc)
     threshold = flat[len(flat) // 2]  # about half pass
-    compressor = ExitCompressor(classifier, threshold=threshold)
+    compressor = ExitCompressor(exit_classifier, threshold=threshold)
     result = compressor.compress(QUERY, DOCS, CompressionOptions())
     sentences = _sentences(compressor)
     expected = [
@@ -91,9 +78,9 @@ def test_keeps_exactly_the_sentences_at_or_above_the_threshold(classifier, score
     assert any("context=document" in note for note in result.notes)
 
 
-def test_nothing_relevant_gives_an_empty_context_and_says_so(classifier, scores) -> None:
+def test_nothing_relevant_gives_an_empty_context_and_says_so(exit_classifier, scores) -> None:
     best = max(s for doc in scores for s in doc)
-    compressor = ExitCompressor(classifier, threshold=min(1.0, best + 1e-3))
+    compressor = ExitCompressor(exit_classifier, threshold=min(1.0, best + 1e-3))
     result = compressor.compress(QUERY, DOCS, CompressionOptions())
     assert result.context() == "" and result.tokens_after == 0
     assert all(p.text == "" and p.spans == () for p in result.passages)
@@ -102,8 +89,8 @@ def test_nothing_relevant_gives_an_empty_context_and_says_so(classifier, scores)
     assert "selective augmentation" in note and f"{best:.3f}" in note
 
 
-def test_fallback_top_k_keeps_the_best_sentence_behind_a_flag(classifier, scores) -> None:
-    compressor = ExitCompressor(classifier, threshold=1.0, fallback_top_k=1)
+def test_fallback_top_k_keeps_the_best_sentence_behind_a_flag(exit_classifier, scores) -> None:
+    compressor = ExitCompressor(exit_classifier, threshold=1.0, fallback_top_k=1)
     result = compressor.compress(QUERY, DOCS, CompressionOptions())
     best_doc = max(range(len(scores)), key=lambda d: max(scores[d], default=-1))
     best_k = max(range(len(scores[best_doc])), key=lambda k: scores[best_doc][k])
@@ -115,9 +102,9 @@ def test_fallback_top_k_keeps_the_best_sentence_behind_a_flag(classifier, scores
 
 @pytest.mark.parametrize("ratio", [1.5, 2.5, 4])
 def test_budget_mode_keeps_the_highest_scores_until_the_budget_is_spent(
-    classifier, scores, ratio
+    exit_classifier, scores, ratio
 ) -> None:
-    compressor = ExitCompressor(classifier, selection="budget")
+    compressor = ExitCompressor(exit_classifier, selection="budget")
     options = CompressionOptions(target_ratio=ratio)
     result = compressor.compress(QUERY, DOCS, options)
     budget = options.budget(result.tokens_before)
@@ -138,8 +125,8 @@ def test_budget_mode_keeps_the_highest_scores_until_the_budget_is_spent(
     assert result.tokens_after >= 0.6 * budget
 
 
-def test_threshold_mode_treats_a_budget_as_a_ceiling(classifier, scores) -> None:
-    compressor = ExitCompressor(classifier, threshold=0.0)  # every sentence passes
+def test_threshold_mode_treats_a_budget_as_a_ceiling(exit_classifier, scores) -> None:
+    compressor = ExitCompressor(exit_classifier, threshold=0.0)  # every sentence passes
     options = CompressionOptions(target_ratio=2)
     result = compressor.compress(QUERY, DOCS, options)
     assert result.tokens_after <= options.budget(result.tokens_before) + len(DOCS)
@@ -148,8 +135,8 @@ def test_threshold_mode_treats_a_budget_as_a_ceiling(classifier, scores) -> None
     assert uncapped.tokens_after > result.tokens_after
 
 
-def test_keep_strings_survive_and_can_exceed_the_budget(classifier) -> None:
-    compressor = ExitCompressor(classifier, threshold=1.0)
+def test_keep_strings_survive_and_can_exceed_the_budget(exit_classifier) -> None:
+    compressor = ExitCompressor(exit_classifier, threshold=1.0)
     result = compressor.compress(QUERY, DOCS, CompressionOptions(keep=("Grapes",)))
     assert result.passages[3].text == "Grapes grow in bunches."
     with pytest.raises(BudgetError) as info:
@@ -157,8 +144,8 @@ def test_keep_strings_survive_and_can_exceed_the_budget(classifier) -> None:
     assert info.value.param == "keep"
 
 
-def test_all_documents_context_judges_sentences_in_every_document(classifier, scores) -> None:
-    compressor = ExitCompressor(classifier, context="all")
+def test_all_documents_context_judges_sentences_in_every_document(exit_classifier, scores) -> None:
+    compressor = ExitCompressor(exit_classifier, context="all")
     groups = compressor.prompts(QUERY, DOCS)
     assert len(groups) == 1 and len(groups[0].texts) == sum(map(len, scores))
     context = groups[0].texts[0].split("Full context:\n")[1].split("\nSentence:\n")[0]
@@ -170,19 +157,19 @@ def test_all_documents_context_judges_sentences_in_every_document(classifier, sc
     assert any("context=all" in n for n in result.notes)
 
 
-def test_a_request_without_a_question_is_rejected(classifier) -> None:
+def test_a_request_without_a_question_is_rejected(exit_classifier) -> None:
     with pytest.raises(RequestValidationError, match="question") as info:
-        ExitCompressor(classifier).compress("  ", DOCS, CompressionOptions())
+        ExitCompressor(exit_classifier).compress("  ", DOCS, CompressionOptions())
     assert info.value.param == "query"
 
 
-def test_no_documents_give_an_empty_result(classifier) -> None:
-    result = ExitCompressor(classifier).compress(QUERY, [], CompressionOptions())
+def test_no_documents_give_an_empty_result(exit_classifier) -> None:
+    result = ExitCompressor(exit_classifier).compress(QUERY, [], CompressionOptions())
     assert result.passages == () and result.tokens_before == 0
 
 
-async def test_pipeline_caches_the_sentence_analysis(classifier) -> None:
-    compressor = ExitCompressor(classifier, threshold=0.3)
+async def test_pipeline_caches_the_sentence_analysis(exit_classifier) -> None:
+    compressor = ExitCompressor(exit_classifier, threshold=0.3)
     pipeline = Pipeline([Stage(compressor)], cache=FailOpenCache(MemoryCache(max_bytes=1 << 20)))
     first = await pipeline.acompress(QUERY, DOCS, CompressionOptions())
     second = await pipeline.acompress("Who built it?", DOCS, CompressionOptions())
@@ -193,15 +180,15 @@ async def test_pipeline_caches_the_sentence_analysis(classifier) -> None:
     assert compressor.decode_analysis(blob) == compressor.analyze(DOCS[:1])[0]
 
 
-def test_registry_config_and_fingerprint(classifier) -> None:
-    compressor = load_compressor("exit", classifier=classifier, threshold=0.7)
+def test_registry_config_and_fingerprint(exit_classifier) -> None:
+    compressor = load_compressor("exit", classifier=exit_classifier, threshold=0.7)
     assert isinstance(compressor, ExitCompressor) and compressor.threshold == 0.7
-    assert compressor.fingerprint() != ExitCompressor(classifier, threshold=0.6).fingerprint()
-    assert compressor.model_revision() == classifier.revision
+    assert compressor.fingerprint() != ExitCompressor(exit_classifier, threshold=0.6).fingerprint()
+    assert compressor.model_revision() == exit_classifier.revision
     with pytest.raises(ConfigurationError, match="threshold"):
-        ExitCompressor(classifier, threshold=1.5)
+        ExitCompressor(exit_classifier, threshold=1.5)
     with pytest.raises(ConfigurationError, match="context"):
-        ExitCompressor(classifier, context="paragraph")  # type: ignore[arg-type]
+        ExitCompressor(exit_classifier, context="paragraph")  # type: ignore[arg-type]
 
 
 def test_save_and_load_round_trip(tiny_gemma_dir, tmp_path) -> None:

@@ -41,19 +41,6 @@ DOCS = [
 TAIL = f"{EXIT_QUESTION}<end_of_turn>\n<start_of_turn>model\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    from exit_tiny import one_torch_thread
-
-    with one_torch_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def classifier(tiny_gemma_dir) -> ExitClassifier:
-    return ExitClassifier.from_pretrained(str(tiny_gemma_dir))
-
-
 @pytest.fixture(scope="module")
 def reference(tiny_gemma_dir):
     """The same checkpoint, loaded by plain transformers for the oracle."""
@@ -75,8 +62,10 @@ def oracle(model, tokenizer, texts: list[str]) -> list[float]:
     return out
 
 
-def test_prompt_is_the_papers_in_the_chat_template(classifier) -> None:
-    text = classifier.render("  who built it? ", "Eiffel Tower\nIt is in Paris.", " It was built. ")
+def test_prompt_is_the_papers_in_the_chat_template(exit_classifier) -> None:
+    text = exit_classifier.render(
+        "  who built it? ", "Eiffel Tower\nIt is in Paris.", " It was built. "
+    )
     assert text == (
         "<bos><start_of_turn>user\nQuery:\nwho built it?\nFull context:\nEiffel Tower\n"
         "It is in Paris.\nSentence:\nIt was built.\nIs this sentence useful in answering the "
@@ -84,11 +73,13 @@ def test_prompt_is_the_papers_in_the_chat_template(classifier) -> None:
     )
 
 
-def test_tokenizer_without_chat_template_gets_the_gemma_turns(tiny_gemma_dir, classifier) -> None:
+def test_tokenizer_without_chat_template_gets_the_gemma_turns(
+    tiny_gemma_dir, exit_classifier
+) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tiny_gemma_dir)
     tokenizer.chat_template = None
-    plain = ExitClassifier(classifier.model, tokenizer, name="t", revision="r")
-    assert plain.render("q", "c", "s") == classifier.render("q", "c", "s")
+    plain = ExitClassifier(exit_classifier.model, tokenizer, name="t", revision="r")
+    assert plain.render("q", "c", "s") == exit_classifier.render("q", "c", "s")
 
 
 @pytest.mark.parametrize("context", ["document", "all"])
@@ -97,9 +88,11 @@ def test_tokenizer_without_chat_template_gets_the_gemma_turns(tiny_gemma_dir, cl
     [ScoringLimits(), ScoringLimits(batch_size=3, max_batch_tokens=400)],
     ids=["default", "small-batches"],
 )
-def test_batched_scores_equal_one_prompt_at_a_time(classifier, reference, context, limits) -> None:
+def test_batched_scores_equal_one_prompt_at_a_time(
+    exit_classifier, reference, context, limits
+) -> None:
     compressor = ExitCompressor(
-        classifier,
+        exit_classifier,
         context=context,
         batch_size=limits.batch_size,
         max_batch_tokens=limits.max_batch_tokens,
@@ -110,14 +103,14 @@ def test_batched_scores_equal_one_prompt_at_a_time(classifier, reference, contex
     assert len(batched) == len(expected) == 17
     assert max(abs(a - b) for a, b in zip(batched, expected, strict=True)) < 1e-4
     assert max(expected) - min(expected) > 0.3  # the scores differ, so equality means something
-    assert classifier.score_one_by_one(groups) == [
-        pytest.approx(g, abs=1e-4) for g in classifier.score(groups, limits=limits)
+    assert exit_classifier.score_one_by_one(groups) == [
+        pytest.approx(g, abs=1e-4) for g in exit_classifier.score(groups, limits=limits)
     ]
 
 
-def test_a_sentence_scores_the_same_alone_or_in_a_batch(classifier) -> None:
+def test_a_sentence_scores_the_same_alone_or_in_a_batch(exit_classifier) -> None:
     doc = DOCS[4]
-    compressor = ExitCompressor(classifier)
+    compressor = ExitCompressor(exit_classifier)
     together = compressor.score(QUERY, DOCS)[4]
     alone = compressor.score(QUERY, [doc])[0]
     assert together == pytest.approx(alone, abs=1e-5)
@@ -130,21 +123,21 @@ def test_common_prefix_leaves_every_prompt_a_token() -> None:
     assert common_prefix_length([[7, 2], [8, 2]]) == 0
 
 
-def test_long_context_is_cut_and_the_question_survives(classifier, reference) -> None:
+def test_long_context_is_cut_and_the_question_survives(exit_classifier, reference) -> None:
     long_doc = Passage(
         " ".join(f"Sentence number {i} talks about the river and the bridge." for i in range(40))
         + " Gustave Eiffel's company built the tower.",
         title="Long",
     )
     limit = 160
-    untruncated = ExitCompressor(classifier).prompts(QUERY, [long_doc])[0]
+    untruncated = ExitCompressor(exit_classifier).prompts(QUERY, [long_doc])[0]
     assert max(map(len, untruncated.ids)) > 2 * limit  # the test really exercises truncation
     # Right-truncation (the reference's bug) would cut the question and the model turn:
     assert not untruncated.texts[0].endswith(
-        classifier.tokenizer.decode(untruncated.ids[0][:limit])
+        exit_classifier.tokenizer.decode(untruncated.ids[0][:limit])
     )
 
-    compressor = ExitCompressor(classifier, max_prompt_tokens=limit)
+    compressor = ExitCompressor(exit_classifier, max_prompt_tokens=limit)
     fitted = compressor.prompts(QUERY, [long_doc])[0]
     assert fitted.truncated and fitted.kept_context_tokens < fitted.context_tokens
     sentences = [long_doc.text[s:e] for s, e in compressor.analyze([long_doc])[0].spans]
@@ -161,14 +154,14 @@ def test_long_context_is_cut_and_the_question_survives(classifier, reference) ->
     assert any("was cut to its first" in note and "whole" in note for note in result.notes)
 
 
-def test_a_query_that_leaves_no_room_is_a_request_error(classifier) -> None:
-    compressor = ExitCompressor(classifier, max_prompt_tokens=64)
+def test_a_query_that_leaves_no_room_is_a_request_error(exit_classifier) -> None:
+    compressor = ExitCompressor(exit_classifier, max_prompt_tokens=64)
     with pytest.raises(RequestValidationError, match="even with no context") as info:
         compressor.compress("why " * 80, DOCS[:1], CompressionOptions())
     assert info.value.param == "query"
 
 
-def test_yes_and_no_must_be_distinct_tokens(classifier) -> None:
+def test_yes_and_no_must_be_distinct_tokens(exit_classifier) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -176,7 +169,7 @@ def test_yes_and_no_must_be_distinct_tokens(classifier) -> None:
     words.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="<unk>")
     with pytest.raises(ConfigurationError, match="distinct first tokens"):
-        ExitClassifier(classifier.model, tokenizer, name="words", revision="r")
+        ExitClassifier(exit_classifier.model, tokenizer, name="words", revision="r")
 
 
 def _tiny(kind: str, tokenizer):
@@ -201,10 +194,10 @@ def _tiny(kind: str, tokenizer):
 
 
 @pytest.mark.parametrize("kind", ["gemma2-wide-window", "gemma2-narrow-window", "qwen3"])
-def test_other_architectures_score_exactly(classifier, kind) -> None:
+def test_other_architectures_score_exactly(exit_classifier, kind) -> None:
     """Sliding-window layers share prefixes inside the window and fall back beyond it."""
-    model = _tiny(kind, classifier.tokenizer)
-    other = ExitClassifier(model, classifier.tokenizer, name=kind, revision="r")
+    model = _tiny(kind, exit_classifier.tokenizer)
+    other = ExitClassifier(model, exit_classifier.tokenizer, name=kind, revision="r")
     compressor = ExitCompressor(other, batch_size=3, max_batch_tokens=400)
     groups = compressor.prompts(QUERY, DOCS)
     batched = other.score(groups, limits=ScoringLimits(batch_size=3, max_batch_tokens=400))
@@ -213,7 +206,7 @@ def test_other_architectures_score_exactly(classifier, kind) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(("dtype", "tolerance"), [("float32", 1e-4), ("bfloat16", 3e-2)])
-def test_batched_scores_on_gpu(tiny_gemma_dir, classifier, dtype, tolerance) -> None:
+def test_batched_scores_on_gpu(tiny_gemma_dir, exit_classifier, dtype, tolerance) -> None:
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     gpu = ExitClassifier.from_pretrained(str(tiny_gemma_dir), device="cuda", dtype=dtype)
@@ -221,4 +214,4 @@ def test_batched_scores_on_gpu(tiny_gemma_dir, classifier, dtype, tolerance) -> 
     groups = compressor.prompts(QUERY, DOCS)
     batched = gpu.score(groups, limits=ScoringLimits(batch_size=4))
     assert batched == [pytest.approx(g, abs=tolerance) for g in gpu.score_one_by_one(groups)]
-    assert batched == [pytest.approx(g, abs=tolerance) for g in classifier.score(groups)]
+    assert batched == [pytest.approx(g, abs=tolerance) for g in exit_classifier.score(groups)]
