@@ -426,32 +426,41 @@ class ExitCompressor(BaseCompressor):
                 f"budget of {budget} tokens; the highest-scoring ones were kept"
             )
         if not any(chosen) and total_sentences:
-            best, best_doc, _ = ranked[0] if ranked else (0.0, 0, 0)
-            if self.fallback_top_k and not fill_budget:
-                for _, d, k in ranked[: self.fallback_top_k]:
-                    if budget is None or spent + analyses[d].tokens[k] <= budget:
-                        chosen[d].add(k)
-                        spent += analyses[d].tokens[k]
-                notes.append(
-                    f"exit: no sentence reached P(Yes) >= {self.threshold} (highest "
-                    f"{-best:.3f}, docs[{best_doc}]); kept the best {self.fallback_top_k} as "
-                    "fallback_top_k asks"
-                )
-            else:
-                notes.append(
-                    f"exit: no sentence reached P(Yes) >= {self.threshold} (highest "
-                    f"{-best:.3f}, docs[{best_doc}]); the context is empty, so answer without "
-                    "retrieval (selective augmentation)"
-                    if not fill_budget
-                    else f"exit: no sentence fits the budget of {budget} tokens; the context is "
-                    "empty"
-                )
+            notes.append(self._empty_note(ranked, candidates, chosen, analyses, budget, spent))
         kept = sum(len(c) for c in chosen)
         rule = "highest P(Yes) within the budget" if fill_budget else f"P(Yes) >= {self.threshold}"
         notes.append(
             f"exit: kept {kept} of {total_sentences} sentences ({rule}; context={self.context})"
         )
         return chosen, notes
+
+    def _empty_note(
+        self,
+        ranked: list[tuple[float, int, int]],
+        candidates: list[tuple[float, int, int]],
+        chosen: list[set[int]],
+        analyses: Sequence[ExitAnalysis],
+        budget: int | None,
+        spent: int,
+    ) -> str:
+        """Explain an empty selection; apply ``fallback_top_k`` when nothing passed τ."""
+        if candidates:  # sentences passed (or budget mode), but none fits the budget
+            return f"exit: no sentence fits the budget of {budget} tokens; the context is empty"
+        best, best_doc, _ = ranked[0]
+        reached = (
+            f"exit: no sentence reached P(Yes) >= {self.threshold} (highest {-best:.3f}, "
+            f"docs[{best_doc}])"
+        )
+        if not self.fallback_top_k:
+            return (
+                f"{reached}; the context is empty, so answer without retrieval "
+                "(selective augmentation)"
+            )
+        for _, d, k in ranked[: self.fallback_top_k]:
+            if budget is None or spent + analyses[d].tokens[k] <= budget:
+                chosen[d].add(k)
+                spent += analyses[d].tokens[k]
+        return f"{reached}; kept the best {self.fallback_top_k} as fallback_top_k asks"
 
 
 def _check_config(

@@ -14,6 +14,7 @@ and the ``<start_of_turn>model`` tail on long inputs and turns the score into no
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -111,7 +112,8 @@ class ExitClassifier:
         self.window = _model_window(model, tokenizer)
         """Longest prompt the model and tokenizer accept, in tokens."""
         self._sliding_window, self._can_share_prefix = _cache_layout(model)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one scoring pass at a time: bounded memory
+        self._tokenizer_lock = threading.Lock()  # Rust tokenizers refuse concurrent borrows
 
     @classmethod
     def from_pretrained(
@@ -175,7 +177,8 @@ class ExitClassifier:
         """Token ids of rendered prompts (special tokens come from the template itself)."""
         if not texts:
             return []
-        encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        with self._tokenizer_lock:
+            encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         return [list(ids) for ids in encoded]
 
     def fit(
@@ -232,12 +235,15 @@ class ExitClassifier:
     def _token_ends(self, text: str) -> list[int]:
         """Character offset where each token of ``text`` ends."""
         try:
-            encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            with self._tokenizer_lock:
+                encoded = self.tokenizer(
+                    text, add_special_tokens=False, return_offsets_mapping=True
+                )
             ends = [int(end) for _, end in encoded["offset_mapping"]]
         except NotImplementedError:  # slow tokenizers have no offsets: cut proportionally
-            n = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            n = len(self.encode([text])[0])
             ends = [round(len(text) * (i + 1) / max(n, 1)) for i in range(n)]
-        return [max(ends[: i + 1]) for i in range(len(ends))]
+        return list(itertools.accumulate(ends, max))  # never cut inside an earlier token
 
     def _no_room(
         self, query: str, sentences: Sequence[str], longest: int, limit: int

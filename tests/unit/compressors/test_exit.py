@@ -133,6 +133,9 @@ def test_threshold_mode_treats_a_budget_as_a_ceiling(exit_classifier, scores) ->
     assert any("did not fit the budget" in n for n in result.notes)
     uncapped = compressor.compress(QUERY, DOCS, CompressionOptions())
     assert uncapped.tokens_after > result.tokens_after
+    nothing_fits = compressor.compress(QUERY, DOCS, CompressionOptions(target_tokens=1))
+    assert nothing_fits.context() == ""
+    assert any("no sentence fits the budget of 1 tokens" in n for n in nothing_fits.notes)
 
 
 def test_keep_strings_survive_and_can_exceed_the_budget(exit_classifier) -> None:
