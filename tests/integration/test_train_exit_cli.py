@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from ragpress.cli import main
 
+pytestmark = pytest.mark.model  # loads the tiny checkpoint the tests build
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 MUSIQUE = FIXTURES / "musique_sample.jsonl.gz"  # 6 MuSiQue records, CC BY 4.0
 

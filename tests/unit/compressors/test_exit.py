@@ -22,6 +22,7 @@ from ragpress.middleware.pipeline import Pipeline, Stage
 from ragpress.provenance import verify
 from ragpress.types import CompressionOptions, Passage
 
+pytestmark = pytest.mark.model  # loads the tiny checkpoint the tests build
 QUERY = "When was the Eiffel Tower completed, and who built it?"
 DOCS = [
     Passage(

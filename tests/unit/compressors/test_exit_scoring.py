@@ -16,6 +16,7 @@ from ragpress.compressors.exit_scoring import ScoringLimits, common_prefix_lengt
 from ragpress.exceptions import ConfigurationError, RequestValidationError
 from ragpress.types import CompressionOptions, Passage
 
+pytestmark = pytest.mark.model  # loads the tiny checkpoint the tests build
 QUERY = "Who built the Eiffel Tower, and when was it completed?"
 DOCS = [
     Passage(
