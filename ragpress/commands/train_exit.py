@@ -26,7 +26,13 @@ if TYPE_CHECKING:
     show_default=True,
     help="Causal LM to adapt: hub id or folder (an adapter folder continues its training).",
 )
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder.")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the adapter, its tokenizer and the training report.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--learning-rate", type=float, default=1e-5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
