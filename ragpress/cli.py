@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "compress": "ragpress.commands.compress:compress",
     "config": "ragpress.commands.config:config",
     "image": "ragpress.commands.image:image",
+    "train-exit": "ragpress.commands.train_exit:train_exit",
 }
 
 try:
