@@ -198,6 +198,19 @@ def redis_relay(redis_url: str):
     relay.stop()
 
 
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny random Gemma-architecture causal LM + tokenizer with a chat template, on disk.
+
+    Built from a config by ``tests/exit_tiny.py`` (nothing is downloaded); the EXIT tests load
+    it through the same code that loads google/gemma-2b-it.
+    """
+    pytest.importorskip("peft")
+    from exit_tiny import save_tiny_gemma
+
+    return save_tiny_gemma(tmp_path_factory.mktemp("tiny-gemma"))
+
+
 # -- CompLLM (issue 5): a tiny random-weight causal LM and an adapter, built once per session --
 
 

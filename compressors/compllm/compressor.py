@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from ragpress.compressors._keep import units_holding
 from ragpress.compressors.base import CONFIG_FILE, AnalysisUnit, BaseCompressor
 from ragpress.compressors.compllm.model import DEFAULT_BATCH_SIZE, ConceptEncoder, DTypeName
 from ragpress.compressors.compllm.prompt import DEFAULT_INSTRUCTION, PromptParts, PromptTemplate
@@ -26,7 +27,6 @@ from ragpress.compressors.compllm.segments import (
     decode_concepts,
     document_text,
     encode_concepts,
-    segments_overlapping,
     split_document,
 )
 from ragpress.exceptions import BudgetError, ConfigurationError
@@ -272,7 +272,7 @@ class CompLLMCompressor(BaseCompressor):
         compressed: list[CompressedPassage] = []
         verbatim = 0
         for passage, analysis in zip(passages, analyses, strict=True):
-            keep = segments_overlapping(analysis.text, analysis.segments, options.keep)
+            keep = units_holding(analysis.text, [s.span for s in analysis.segments], options.keep)
             verbatim += len(keep)
             parts = [
                 self.encoder.embed_ids(segment.ids) if i in keep else concepts.to(device)

@@ -27,8 +27,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingDependencyError(exc.name or "torch", extra="compllm") from exc
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from transformers import PreTrainedTokenizerBase
 
     from ragpress.types import Passage
@@ -39,7 +37,6 @@ __all__ = [
     "decode_concepts",
     "document_text",
     "encode_concepts",
-    "segments_overlapping",
     "split_document",
 ]
 
@@ -103,20 +100,6 @@ def split_document(
             Segment(tuple(ids[chunk]), (chunk_offsets[0][0], max(e for _, e in chunk_offsets)))
         )
     return segments
-
-
-def segments_overlapping(
-    text: str, segments: Sequence[Segment], needles: Sequence[str]
-) -> set[int]:
-    """Indices of the segments that overlap an occurrence of any of ``needles`` in ``text``."""
-    hits: set[int] = set()
-    for needle in needles:
-        start = text.find(needle)
-        while start != -1:
-            end = start + len(needle)
-            hits.update(i for i, s in enumerate(segments) if s.span[0] < end and s.span[1] > start)
-            start = text.find(needle, start + 1)
-    return hits
 
 
 def encode_concepts(concepts: torch.Tensor) -> bytes:

@@ -15,7 +15,9 @@ from ragpress.exceptions import ConfigurationError, MissingDependencyError, Ragp
 from ragpress.types import CompressionOptions
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
+
+    from rich.progress import Progress
 
 __all__ = [
     "budget_options",
@@ -23,6 +25,7 @@ __all__ = [
     "load_settings",
     "options_from",
     "pipeline_options",
+    "progress_bar",
     "quiet_third_party",
     "require_text_method",
 ]
@@ -181,3 +184,33 @@ def quiet_third_party() -> None:
 def dumps(record: dict[str, Any]) -> str:
     """One JSONL line: compact, UTF-8 kept as is."""
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def progress_bar(label: str, *, disable: bool, fields: Sequence[str] = ()) -> Progress:
+    """A rich progress bar: label, bar, done/total, elapsed, eta.
+
+    Args:
+        label: Bold text in front, e.g. ``"compressing"``.
+        disable: Draw nothing (``--quiet``, or stderr is not a terminal).
+        fields: Task fields shown after the count as ``name value`` (``progress.update(task,
+            name=...)`` sets them).
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *(TextColumn(f"{name} {{task.fields[{name}]}}") for name in fields),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        disable=disable,
+    )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ragpress.commands._common import fail, quiet_third_party
+from ragpress.commands._common import fail, progress_bar, quiet_third_party
 from ragpress.exceptions import RagpressError, RequestValidationError
 from ragpress.middleware.batch import parse_record
 from ragpress.middleware.batch_io import iter_lines
@@ -211,25 +211,7 @@ class _TrainingProgress:
     """A rich progress bar with the running loss, fed by ``train(on_step=...)``."""
 
     def __init__(self, show: bool, total: int, resume_from: Path | None) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self._bar = Progress(
-            TextColumn("[bold]training"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            disable=not show,
-        )
+        self._bar = progress_bar("training", disable=not show, fields=("loss",))
         done = 0
         if resume_from is not None:
             done = int(resume_from.name.split("-")[1])
