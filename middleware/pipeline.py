@@ -21,7 +21,11 @@ import anyio.from_thread
 import anyio.to_thread
 
 from ragpress.cache.keys import make_key
-from ragpress.exceptions import MissingDependencyError, RequestValidationError
+from ragpress.exceptions import (
+    ConfigurationError,
+    MissingDependencyError,
+    RequestValidationError,
+)
 from ragpress.provenance import compose_spans
 from ragpress.types import CompressedPassage, CompressionOptions, CompressionResult, Passage
 
@@ -98,6 +102,13 @@ class Pipeline:
     ) -> None:
         if not stages:
             raise ValueError("a pipeline needs at least one stage")
+        for stage in stages[:-1]:
+            if stage.compressor.output_kind != "text":
+                raise ConfigurationError(
+                    f"{stage.compressor.name!r} emits {stage.compressor.output_kind}, not text, so "
+                    "no stage can follow it; put it last in the chain (e.g. "
+                    f"sentence_selection+{stage.compressor.name})"
+                )
         self.stages = tuple(stages)
         self.cache = cache
         self.defaults = defaults or CompressionOptions()
@@ -109,6 +120,11 @@ class Pipeline:
         self._portal: BlockingPortal | None = None
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._portal_lock = threading.Lock()
+
+    @property
+    def output_kind(self) -> Literal["text", "embeddings"]:
+        """``"embeddings"`` when the last stage emits soft embeddings instead of text."""
+        return self.stages[-1].compressor.output_kind
 
     @property
     def method(self) -> str:
@@ -275,14 +291,25 @@ class Pipeline:
         trace: _Trace,
         label: str,
     ) -> list[Any]:
+        """Per-unit analyses (a unit is a passage, or a segment of one) from the cache or fresh.
+
+        One batched read for every unit of the call, one batched analysis of the misses (each
+        distinct unit once), one batched write; hits and misses count units.
+        """
         assert self.cache is not None and compressor.analysis_artefact is not None
-        fingerprint = compressor.fingerprint()
-        keys = [
-            make_key(compressor.analysis_artefact, compressor.name, fingerprint, k)
-            for k in (compressor.analysis_key(p) for p in passages)
-        ]
+        artefact, owner, fingerprint = (
+            compressor.analysis_artefact,
+            compressor.name,
+            compressor.fingerprint(),
+        )
+        units = await anyio.to_thread.run_sync(compressor.analysis_units, passages)
+        keys = [[make_key(artefact, owner, fingerprint, u.key) for u in pu] for pu in units]
+        items: dict[str, Any] = {}
+        for passage_units, passage_keys in zip(units, keys, strict=True):
+            for unit, key in zip(passage_units, passage_keys, strict=True):
+                items.setdefault(key, unit.item)
+        unique = list(items)
         started = time.perf_counter()
-        unique = list(dict.fromkeys(keys))
         blobs = dict(zip(unique, await self.cache.get_many(unique), strict=True))
         trace.add_time(f"{label}cache_get", started)
         found: dict[str, Any] = {}
@@ -297,19 +324,22 @@ class Pipeline:
         missing = [key for key in unique if key not in found]
         trace.misses += len(missing)
         if missing:
-            first_index = {key: keys.index(key) for key in missing}
             started = time.perf_counter()
             fresh = await anyio.to_thread.run_sync(
-                compressor.analyze, [passages[first_index[key]] for key in missing]
+                compressor.analyze_units, [items[key] for key in missing]
             )
             trace.add_time(f"{label}analyze", started)
             found.update(zip(missing, fresh, strict=True))
             started = time.perf_counter()
-            await self.cache.set_many(
-                {key: compressor.encode_analysis(found[key]) for key in missing}
+            encoded = await anyio.to_thread.run_sync(  # serialising is compute (and GPU syncs)
+                lambda: {key: compressor.encode_analysis(found[key]) for key in missing}
             )
+            await self.cache.set_many(encoded)
             trace.add_time(f"{label}cache_set", started)
-        return [found[key] for key in keys]
+        return [
+            compressor.join_analyses(passage, passage_units, [found[k] for k in passage_keys])
+            for passage, passage_units, passage_keys in zip(passages, units, keys, strict=True)
+        ]
 
     def _passthrough(self, passages: list[Passage]) -> CompressionResult:
         counter = self.token_counter

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "config": "ragpress.commands.config:config",
     "image": "ragpress.commands.image:image",
     "train-exit": "ragpress.commands.train_exit:train_exit",
+    "train-soft": "ragpress.commands.train_soft:train_soft",
 }
 
 try:

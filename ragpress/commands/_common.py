@@ -27,6 +27,7 @@ __all__ = [
     "pipeline_options",
     "progress_bar",
     "quiet_third_party",
+    "require_text_method",
 ]
 
 F = Any
@@ -122,6 +123,29 @@ def load_settings(
         return RagpressSettings.model_validate(data)
     except ValidationError as exc:
         raise click.UsageError(f"invalid settings: {exc}") from exc
+
+
+def require_text_method(settings: RagpressSettings) -> None:
+    """Stop before loading anything when the method's output is embeddings, not text.
+
+    Raises:
+        click.UsageError: The last stage emits soft embeddings (e.g. ``compllm``), which a text
+            command cannot write.
+    """
+    from ragpress.compressors import compressor_class
+
+    method = settings.compression.chain()[-1].method
+    try:
+        kind = compressor_class(method).output_kind
+    except RagpressError:
+        return  # an unknown or uninstalled method fails later with its own message
+    if kind != "text":
+        raise click.UsageError(
+            f"method {method!r} produces soft embeddings (concept embeddings for a model that "
+            "accepts inputs_embeds), not text, so this command has nothing to write; use it "
+            "through the Python API (ragpress.middleware.generation.SoftPromptService) or the "
+            "proxy with a local or vLLM model, or pick a text method such as sentence_selection"
+        )
 
 
 def options_from(

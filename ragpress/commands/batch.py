@@ -18,6 +18,7 @@ from ragpress.commands._common import (
     pipeline_options,
     progress_bar,
     quiet_third_party,
+    require_text_method,
 )
 from ragpress.exceptions import RagpressError
 from ragpress.middleware.batch import BatchReport, run_batch
@@ -94,6 +95,7 @@ def batch(
         max_document_chars=max_document_chars,
         verbose=verbose,
     )
+    require_text_method(settings)
     quiet_third_party()
     try:
         pipeline = build_pipeline(settings)
