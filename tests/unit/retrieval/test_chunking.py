@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,14 +30,14 @@ def test_chunks_are_contiguous_slices_within_the_budget() -> None:
 
 def test_consecutive_chunks_overlap_by_whole_sentences() -> None:
     spans = chunk_spans(PROSE, ChunkingOptions(chunk_tokens=60, overlap_tokens=25))
-    for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
+    for (s1, e1), (s2, e2) in itertools.pairwise(spans):
         assert s1 < s2 < e1 < e2  # the next chunk starts inside the previous one
         assert PROSE[s2:e1].startswith("Sentence number")
 
 
 def test_no_overlap_when_asked() -> None:
     spans = chunk_spans(PROSE, ChunkingOptions(chunk_tokens=60, overlap_tokens=0))
-    assert all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:]))
+    assert all(e1 <= s2 for (_, e1), (s2, _) in itertools.pairwise(spans))
 
 
 def test_a_sentence_longer_than_a_chunk_is_cut_between_words() -> None:
@@ -55,7 +57,7 @@ def test_blank_text_has_no_chunks() -> None:
     ("chunk_tokens", "overlap_tokens"), [(4, 0), (100, 100), (100, -1), (100, 150)]
 )
 def test_bad_sizes_are_rejected_with_the_fix(chunk_tokens: int, overlap_tokens: int) -> None:
-    with pytest.raises(ConfigurationError, match="chunk_tokens|overlap_tokens"):
+    with pytest.raises(ConfigurationError, match=r"chunk_tokens|overlap_tokens"):
         ChunkingOptions(chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
 
 

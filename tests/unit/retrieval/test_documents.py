@@ -22,13 +22,20 @@ def write(path: Path, content: str | bytes) -> Path:
 
 
 def test_reads_markdown_text_and_jsonl_from_a_folder(tmp_path: Path) -> None:
-    write(tmp_path / "a.md", "---\ntitle: \"From front matter\"\nauthor: x\n---\n# Ignored\nBody.")
+    write(tmp_path / "a.md", '---\ntitle: "From front matter"\nauthor: x\n---\n# Ignored\nBody.')
     write(tmp_path / "sub" / "b.markdown", "Intro line.\n\n# Heading Title\n\nMore.")
     write(tmp_path / "notes_2024.txt", "Plain text.")
-    write(tmp_path / "c.jsonl", '{"id": 7, "title": "T", "text": "Seven.", "url": "u"}\n\n'
-          '{"text": "No id."}\n')
-    records = [{"id": "q1", "question": "?", "docs": [{"title": "D0", "text": "Zero."},
-                                                      {"text": "One.", "is_gold": True}]}]
+    write(
+        tmp_path / "c.jsonl",
+        '{"id": 7, "title": "T", "text": "Seven.", "url": "u"}\n\n{"text": "No id."}\n',
+    )
+    records = [
+        {
+            "id": "q1",
+            "question": "?",
+            "docs": [{"title": "D0", "text": "Zero."}, {"text": "One.", "is_gold": True}],
+        }
+    ]
     with gzip.open(tmp_path / "d.jsonl.gz", "wt", encoding="utf-8") as handle:
         handle.writelines(json.dumps(r) + "\n" for r in records)
     write(tmp_path / "image.png", b"\x89PNG")
@@ -38,8 +45,15 @@ def test_reads_markdown_text_and_jsonl_from_a_folder(tmp_path: Path) -> None:
     found = load_documents(tmp_path)
 
     by_id = {d.id: d for d in found.documents}
-    assert sorted(by_id) == ["7", "a.md", "c.jsonl:3", "notes_2024.txt", "q1/0", "q1/1",
-                             "sub/b.markdown"]
+    assert sorted(by_id) == [
+        "7",
+        "a.md",
+        "c.jsonl:3",
+        "notes_2024.txt",
+        "q1/0",
+        "q1/1",
+        "sub/b.markdown",
+    ]
     assert by_id["a.md"].title == "From front matter"
     assert by_id["a.md"].text == "# Ignored\nBody."  # front matter is not indexed
     assert by_id["sub/b.markdown"].title == "Heading Title"

@@ -14,11 +14,19 @@ from ragpress.retrieval.index_format import read_index_config
 from ragpress.types import Passage, Retriever
 
 DOCS = [
-    Passage("Marie Curie won two Nobel Prizes in physics and chemistry.", title="Curie", id="a",
-            metadata={"source": "wiki", "tags": ["science"], "year": 1911}),
+    Passage(
+        "Marie Curie won two Nobel Prizes in physics and chemistry.",
+        title="Curie",
+        id="a",
+        metadata={"source": "wiki", "tags": ["science"], "year": 1911},
+    ),
     Passage("The Eiffel Tower is in Paris and was finished in 1889.", title="Eiffel", id="b"),
-    Passage("Bread is made from flour, water, salt and yeast.", title="Bread", id="c",
-            metadata={"nested": {"ok": True}}),
+    Passage(
+        "Bread is made from flour, water, salt and yeast.",
+        title="Bread",
+        id="c",
+        metadata={"nested": {"ok": True}},
+    ),
     Passage("Volcanoes erupt when magma reaches the surface of the earth.", id="d"),
 ]
 
@@ -53,7 +61,7 @@ def index(fake_embedder) -> FaissRetriever:
 def test_exact_search_finds_the_passage_itself_best_first(index: FaissRetriever) -> None:
     assert isinstance(index, Retriever)
     hits = index.search("Marie Curie Nobel prizes physics chemistry", 3)
-    assert [h.passage.id for h in hits][0] == "a"
+    assert next(h.passage.id for h in hits) == "a"
     scores = [h.score for h in hits]
     assert scores == sorted(scores, reverse=True) and len(hits) == 3
     assert hits[0].passage is DOCS[0]
@@ -63,7 +71,10 @@ def test_exact_search_finds_the_passage_itself_best_first(index: FaissRetriever)
 def test_round_trip_keeps_passages_config_and_results(index, fake_embedder, tmp_path) -> None:
     index.save(tmp_path / "idx")
     assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == [
-        "config.json", "index.faiss", "passages.jsonl"]
+        "config.json",
+        "index.faiss",
+        "passages.jsonl",
+    ]
     config = read_index_config(tmp_path / "idx")
     assert config["dimension"] == fake_embedder.dimension
     assert config["metric"] == "inner_product" and config["index_type"] == "flat"
@@ -97,8 +108,9 @@ def test_another_dimension_is_refused_naming_both(index, tmp_path) -> None:
 def test_files_from_different_saves_are_detected(index, fake_embedder, tmp_path) -> None:
     index.save(tmp_path)
     with (tmp_path / "passages.jsonl").open("a") as handle:
-        handle.write(json.dumps({"text": "x", "title": None, "id": None, "metadata": {},
-                                 "hash": "0"}) + "\n")
+        handle.write(
+            json.dumps({"text": "x", "title": None, "id": None, "metadata": {}, "hash": "0"}) + "\n"
+        )
     with pytest.raises(RetrievalError, match="interrupted"):
         FaissRetriever.load(tmp_path, fake_embedder)
 
@@ -135,7 +147,8 @@ def test_rebuild_reuses_vectors_of_unchanged_chunks(index, fake_embedder, tmp_pa
     fresh = FaissRetriever.build(edited, HashingEmbedder())
     query = "volcano eruption"
     assert [h.score for h in rebuilt.search(query, 4)] == pytest.approx(
-        [h.score for h in fresh.search(query, 4)])
+        [h.score for h in fresh.search(query, 4)]
+    )
 
 
 def test_reusing_another_embedders_index_is_refused(index) -> None:
@@ -157,20 +170,24 @@ def test_approximate_indexes_agree_with_exact_search(index_type: str, tmp_path: 
     queries = clustered(200, seed=1)
     truth = exact.search_vectors(queries, 10)
     found = approx.search_vectors(queries, 10)
-    recall = np.mean([
-        len({h.passage.id for h in f} & {h.passage.id for h in t}) / 10
-        for f, t in zip(found, truth)
-    ])
+    recall = np.mean(
+        [
+            len({h.passage.id for h in f} & {h.passage.id for h in t}) / 10
+            for f, t in zip(found, truth, strict=True)
+        ]
+    )
     assert recall >= 0.9, recall
     approx.save(tmp_path)
     reloaded = FaissRetriever.load(tmp_path, embedder)
     assert reloaded.options == approx.options
     again = reloaded.search_vectors(queries[:20], 10)
-    assert [[h.passage.id for h in r] for r in again] == [[h.passage.id for h in r]
-                                                         for r in found[:20]]
+    assert [[h.passage.id for h in r] for r in again] == [
+        [h.passage.id for h in r] for r in found[:20]
+    ]
     embedder.embedded = 0
-    rebuilt = FaissRetriever.build(passages, embedder, IndexOptions(index_type=index_type),
-                                   reuse=reloaded)
+    rebuilt = FaissRetriever.build(
+        passages, embedder, IndexOptions(index_type=index_type), reuse=reloaded
+    )
     assert embedder.embedded == 0 and len(rebuilt) == len(passages)  # vectors come back exactly
 
 
@@ -229,12 +246,12 @@ def test_gpu_index_matches_cpu(fake_embedder, tmp_path) -> None:
     embedder = TableEmbedder(vectors)
     passages = [Passage(f"v{i}") for i in range(len(vectors))]
     cpu = FaissRetriever.build(passages, embedder, IndexOptions(index_type="flat"), device="cpu")
-    gpu = FaissRetriever.build(passages, embedder, IndexOptions(index_type="flat"),
-                               device="cuda")
+    gpu = FaissRetriever.build(passages, embedder, IndexOptions(index_type="flat"), device="cuda")
     assert gpu.device.startswith("cuda")
     queries = clustered(50, dimension=64, seed=3)
     assert [[h.passage.text for h in r] for r in gpu.search_vectors(queries, 5)] == [
-        [h.passage.text for h in r] for r in cpu.search_vectors(queries, 5)]
+        [h.passage.text for h in r] for r in cpu.search_vectors(queries, 5)
+    ]
     gpu.save(tmp_path)
     assert len(FaissRetriever.load(tmp_path, embedder, device="cpu")) == len(passages)
 
