@@ -17,12 +17,15 @@ from ragpress.types import CompressionOptions
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from rich.progress import Progress
+
 __all__ = [
     "budget_options",
     "fail",
     "load_settings",
     "options_from",
     "pipeline_options",
+    "progress_bar",
     "quiet_third_party",
 ]
 
@@ -157,3 +160,25 @@ def quiet_third_party() -> None:
 def dumps(record: dict[str, Any]) -> str:
     """One JSONL line: compact, UTF-8 kept as is."""
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def progress_bar(label: str, *, disable: bool) -> Progress:
+    """A rich progress bar: label, bar, done/total, elapsed and remaining time."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        disable=disable,
+    )

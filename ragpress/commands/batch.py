@@ -16,6 +16,7 @@ from ragpress.commands._common import (
     load_settings,
     options_from,
     pipeline_options,
+    progress_bar,
     quiet_third_party,
 )
 from ragpress.exceptions import RagpressError
@@ -123,24 +124,7 @@ def _run(
     done: set[str],
     show_progress: bool,
 ) -> BatchReport:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    progress = Progress(
-        TextColumn("[bold]compressing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        disable=not show_progress,
-    )
+    progress = progress_bar("compressing", disable=not show_progress)
 
     async def go() -> BatchReport:
         try:

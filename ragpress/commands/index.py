@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from ragpress.commands._common import dumps, fail, load_settings, quiet_third_party
+from ragpress.commands._common import dumps, fail, load_settings, progress_bar, quiet_third_party
 from ragpress.exceptions import RagpressError, RequestValidationError, RetrievalError
 
 if TYPE_CHECKING:
@@ -251,26 +251,9 @@ def _build(
     device: str,
     quiet: bool,
 ) -> FaissRetriever:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from ragpress.retrieval.faiss import FaissRetriever
 
-    progress = Progress(
-        TextColumn("[bold]embedding"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        disable=quiet or not sys.stderr.isatty(),
-    )
+    progress = progress_bar("embedding", disable=quiet or not sys.stderr.isatty())
     with progress:
         task = progress.add_task("index", total=len(chunks))
         return FaissRetriever.build(

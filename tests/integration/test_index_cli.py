@@ -29,8 +29,7 @@ def built(tmp_path_factory) -> tuple[Path, Path, str]:
 
 def test_build_writes_an_index_and_reports_what_it_did(built) -> None:
     _, out, summary = built
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "index.faiss",
-                                                     "passages.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "index.faiss", "passages.jsonl"]
     assert "indexed 7 documents from 5 files as 12 chunks" in summary
     assert "12 embedded, 0 reused" in summary and "flat index of dimension 384" in summary
     config = json.loads((out / "config.json").read_text())
@@ -39,16 +38,18 @@ def test_build_writes_an_index_and_reports_what_it_did(built) -> None:
 
 def test_query_prints_the_best_chunks(built) -> None:
     _, out, _ = built
-    result = CliRunner().invoke(main, ["index", "query", str(out),
-                                       "How long does a card refund take?", "-k", "2"])
+    result = CliRunner().invoke(
+        main, ["index", "query", str(out), "How long does a card refund take?", "-k", "2"]
+    )
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith("1. [") and "refunds.md#1" in lines[0]
     assert "When the money arrives" in lines[0] and "5 to 7 business days" in lines[1]
     assert lines[2].startswith("2. [") and len(lines) == 4
 
-    as_json = CliRunner().invoke(main, ["index", "query", str(out), "gift card validity",
-                                        "-k", "1", "--json"])
+    as_json = CliRunner().invoke(
+        main, ["index", "query", str(out), "gift card validity", "-k", "1", "--json"]
+    )
     hit = json.loads(as_json.stdout)
     assert hit["id"] == "faq-gift-cards#0" and hit["rank"] == 1
     assert hit["metadata"]["category"] == "payments" and hit["metadata"]["source"] == "faq.jsonl"
@@ -79,8 +80,9 @@ def test_an_index_from_another_model_needs_overwrite(built, tmp_path) -> None:
     refused = CliRunner().invoke(main, ["index", "build", str(docs), str(copy)])
     assert refused.exit_code == 1
     assert "some/other-model" in refused.stderr and "--overwrite" in refused.stderr
-    replaced = CliRunner().invoke(main, ["index", "build", str(docs), str(copy), "--overwrite",
-                                         "--quiet"])
+    replaced = CliRunner().invoke(
+        main, ["index", "build", str(docs), str(copy), "--overwrite", "--quiet"]
+    )
     assert replaced.exit_code == 0, replaced.output
     assert json.loads((copy / "config.json").read_text())["embedder"]["model"] != (
         "some/other-model"

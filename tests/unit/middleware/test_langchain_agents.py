@@ -8,14 +8,10 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
-from ragpress.compressors.sentence_selection import SentenceSelectionCompressor
 from ragpress.exceptions import ConfigurationError
 from ragpress.middleware.langchain import RagpressDocumentCompressor
 from ragpress.middleware.langchain.agents import RagpressCompressionMiddleware
-from ragpress.middleware.pipeline import Pipeline, Stage
 from ragpress.provenance import join_spans
-from ragpress.tokens import get_token_counter
-from ragpress.types import CompressionOptions
 
 FACTS = " ".join(f"Widget {i} weighs {i * 3} grams and costs {i + 10} euros." for i in range(40))
 MANUAL = " ".join(f"Step {i}: tighten bolt {i} by a quarter turn." for i in range(40))
@@ -30,14 +26,8 @@ class SeenByModel(BaseCallbackHandler):
 
 
 @pytest.fixture
-def compressor(fake_embedder):
-    pipeline = Pipeline(
-        [Stage(SentenceSelectionCompressor(fake_embedder))],
-        defaults=CompressionOptions(target_ratio=3),
-        token_counter=get_token_counter(),
-    )
-    yield RagpressDocumentCompressor(pipeline=pipeline)
-    pipeline.close()
+def compressor(selection_pipeline) -> RagpressDocumentCompressor:
+    return RagpressDocumentCompressor(pipeline=selection_pipeline(target_ratio=3))
 
 
 def agent_with(middleware, replies: int = 2):

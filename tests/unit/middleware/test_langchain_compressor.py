@@ -17,14 +17,12 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
 from langchain_text_splitters import CharacterTextSplitter
 
-from ragpress.compressors.sentence_selection import SentenceSelectionCompressor
 from ragpress.exceptions import BudgetError, RequestValidationError
 from ragpress.middleware.langchain import RagpressDocumentCompressor, RagpressRetriever
-from ragpress.middleware.pipeline import Pipeline, Stage
+from ragpress.middleware.pipeline import Pipeline
 from ragpress.provenance import join_spans
 from ragpress.retrieval.faiss import FaissRetriever
-from ragpress.tokens import get_token_counter
-from ragpress.types import CompressionOptions, Passage
+from ragpress.types import Passage
 
 TEXTS = {
     "curie": (
@@ -74,14 +72,8 @@ class AsyncRecorder(AsyncCallbackHandler):
 
 
 @pytest.fixture
-def pipeline(fake_embedder):
-    pipeline = Pipeline(
-        [Stage(SentenceSelectionCompressor(fake_embedder))],
-        defaults=CompressionOptions(target_ratio=2),
-        token_counter=get_token_counter(),
-    )
-    yield pipeline
-    pipeline.close()
+def pipeline(selection_pipeline) -> Pipeline:
+    return selection_pipeline(target_ratio=2)
 
 
 @pytest.fixture
