@@ -144,6 +144,8 @@ class RagpressDocumentCompressor(BaseDocumentCompressor):
             CompressionError: The compressor failed (unless the pipeline passes through).
         """
         passages = self._passages(documents, query)
+        if not passages:  # never let the pipeline's retriever fill an empty call
+            return []
         manager = CallbackManager.configure(inheritable_callbacks=callbacks)
         run = manager.on_chain_start(
             None, {"query": query, "documents": list(documents)}, name=type(self).__name__
@@ -165,6 +167,8 @@ class RagpressDocumentCompressor(BaseDocumentCompressor):
     ) -> Sequence[Document]:
         """Async :meth:`compress_documents`; compute runs in a worker thread."""
         passages = self._passages(documents, query)
+        if not passages:
+            return []
         manager = AsyncCallbackManager.configure(inheritable_callbacks=callbacks)
         run = await manager.on_chain_start(
             None, {"query": query, "documents": list(documents)}, name=type(self).__name__

@@ -289,6 +289,18 @@ def test_bad_budget_is_refused_at_construction() -> None:
         RagpressDocumentCompressor(target_ratio=2, rate=0.5)
 
 
+async def test_no_documents_give_no_documents_even_with_a_retriever(
+    selection_pipeline, retriever
+) -> None:
+    pipeline = selection_pipeline()
+    pipeline.retriever = retriever.retriever  # a pipeline that retrieves when given no passages
+    compressor = RagpressDocumentCompressor(pipeline=pipeline)
+    assert compressor.compress_documents([], QUESTION) == []
+    assert await compressor.acompress_documents([], QUESTION) == []
+    out = compressor.as_runnable().invoke({"docs": [], "question": QUESTION})
+    assert out["docs"] == [] and out["context"] == "" and out["compression"]["tokens_saved"] == 0
+
+
 def test_spans_can_be_left_out(pipeline, documents) -> None:
     out = RagpressDocumentCompressor(pipeline=pipeline, include_spans=False).compress_documents(
         documents, QUESTION
