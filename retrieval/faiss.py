@@ -493,7 +493,7 @@ def _resolved(options: IndexOptions, count: int) -> IndexOptions:
             f"passages to train, there are {count}; use nlist <= {most} or index_type='flat'"
         )
     nlist = options.nlist or min(most, max(1, round(4 * math.sqrt(count))))
-    nprobe = options.nprobe or max(1, nlist // 8)
+    nprobe = options.nprobe or max(1, nlist // 4)  # recall@10 ~0.95 on MiniLM (bench/retrieval.py)
     return replace(options, index_type="ivf", nlist=nlist, nprobe=min(nprobe, nlist))
 
 

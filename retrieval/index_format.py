@@ -58,7 +58,7 @@ class IndexOptions:
     nlist: int | None = None
     """IVF cells; ``None`` takes ``4 * sqrt(n)``, at most ``n / 39``."""
     nprobe: int | None = None
-    """IVF cells visited per query; ``None`` takes ``nlist / 8`` (at least 1)."""
+    """IVF cells visited per query; ``None`` takes ``nlist / 4`` (at least 1)."""
     hnsw_m: int = 32
     """HNSW neighbours per node: more is more accurate, bigger and slower to build."""
     ef_construction: int = 80

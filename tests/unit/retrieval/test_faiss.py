@@ -177,6 +177,8 @@ def test_approximate_indexes_agree_with_exact_search(index_type: str, tmp_path: 
         ]
     )
     assert recall >= 0.9, recall
+    if index_type == "ivf":  # 4 * sqrt(n) cells, capped at n / 39; a quarter of them searched
+        assert (approx.options.nlist, approx.options.nprobe) == (102, 25)
     approx.save(tmp_path)
     reloaded = FaissRetriever.load(tmp_path, embedder)
     assert reloaded.options == approx.options
