@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HashingEmbedder
 
 from ragpress.exceptions import ConfigurationError, RequestValidationError, RetrievalError
 from ragpress.retrieval.faiss import FaissRetriever, IndexOptions
@@ -87,9 +86,9 @@ def test_round_trip_keeps_passages_config_and_results(index, fake_embedder, tmp_
         assert before == after
 
 
-def test_another_embedder_is_refused_naming_both(index, tmp_path) -> None:
+def test_another_embedder_is_refused_naming_both(index, fake_embedder, tmp_path) -> None:
     index.save(tmp_path)
-    other = HashingEmbedder(dimension=256)
+    other = type(fake_embedder)(dimension=256)
     other.fingerprint = "hashing-v2"
     with pytest.raises(RetrievalError) as info:
         FaissRetriever.load(tmp_path, other)
@@ -97,9 +96,9 @@ def test_another_embedder_is_refused_naming_both(index, tmp_path) -> None:
     assert "rebuild" in str(info.value)
 
 
-def test_another_dimension_is_refused_naming_both(index, tmp_path) -> None:
+def test_another_dimension_is_refused_naming_both(index, fake_embedder, tmp_path) -> None:
     index.save(tmp_path)
-    narrow = HashingEmbedder(dimension=64)
+    narrow = type(fake_embedder)(dimension=64)
     narrow.fingerprint = "hashing-256"  # same claimed model, different vectors
     with pytest.raises(RetrievalError, match="dimension 256, the embedder 64"):
         FaissRetriever.load(tmp_path, narrow)
@@ -144,15 +143,15 @@ def test_rebuild_reuses_vectors_of_unchanged_chunks(index, fake_embedder, tmp_pa
     rebuilt = FaissRetriever.build(edited, fake_embedder, reuse=old)
     assert fake_embedder.calls == [1]
     assert (rebuilt.last_build.embedded, rebuilt.last_build.reused) == (1, 3)
-    fresh = FaissRetriever.build(edited, HashingEmbedder())
+    fresh = FaissRetriever.build(edited, type(fake_embedder)())
     query = "volcano eruption"
     assert [h.score for h in rebuilt.search(query, 4)] == pytest.approx(
         [h.score for h in fresh.search(query, 4)]
     )
 
 
-def test_reusing_another_embedders_index_is_refused(index) -> None:
-    other = HashingEmbedder(dimension=256)
+def test_reusing_another_embedders_index_is_refused(index, fake_embedder) -> None:
+    other = type(fake_embedder)(dimension=256)
     other.fingerprint = "other"
     with pytest.raises(RetrievalError, match="cannot reuse"):
         FaissRetriever.build(DOCS, other, reuse=index)
