@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "image": "ragpress.commands.image:image",
     "train-exit": "ragpress.commands.train_exit:train_exit",
     "train-soft": "ragpress.commands.train_soft:train_soft",
+    "index": "ragpress.commands.index:index",
 }
 
 try:

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
     from rich.progress import Progress
 
+    from rich.progress import Progress
+
 __all__ = [
     "budget_options",
     "fail",
