@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "batch": "ragpress.commands.batch:batch",
     "compress": "ragpress.commands.compress:compress",
     "config": "ragpress.commands.config:config",
+    "serve": "ragpress.commands.serve:serve",
 }
 
 try:
