@@ -243,8 +243,7 @@ class _Connection(asyncio.Protocol):
         self.busy = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         self.server._transports.add(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -150,7 +150,7 @@ async def _forward(
         kind = "timeout" if isinstance(exc, UpstreamTimeoutError) else "unreachable"
         state.metrics.upstream_errors.labels(kind).inc()
         raise
-    headers = response_headers(response.headers.raw)
+    headers = response_headers(response.headers)
     if prepared is not None:
         headers += prepared.headers()
     headers.append(("x-ragpress-request-id", request_id))
@@ -166,7 +166,7 @@ async def _forward(
         if state.access_log:
             _log_request(request, request_id, route_name, status, seconds, prepared, sent, error)
 
-    if is_event_stream(response.headers.get("content-type")):
+    if is_event_stream(response.header("content-type")):
         state.metrics.streams.inc()
 
         def stream_done(error: BaseException | None, sent: int) -> None:
@@ -174,9 +174,9 @@ async def _forward(
             finish(error, sent)
 
         iterator = relay(
-            state.upstream.iter_raw(response),
+            response.iter_raw(),
             flavor=flavor,
-            encoded=bool(response.headers.get("content-encoding")),
+            encoded=bool(response.header("content-encoding")),
             on_done=stream_done,
         )
         return ASGIStreamingResponse(
@@ -184,7 +184,7 @@ async def _forward(
             status_code=status,
             headers=headers,  # type: ignore[arg-type]  # a list keeps repeated headers
         )
-    content = await state.upstream.read_raw(response)
+    content = await response.read_raw()
     finish(None, len(content))
     return ASGIResponse(body=content, status_code=status, headers=headers)
 
