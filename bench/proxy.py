@@ -83,6 +83,17 @@ class Connection:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
 
     async def exchange(self, raw: bytes) -> tuple[int, bytes]:
+        """Send one request; a keep-alive connection the server closed while idle is reopened."""
+        fresh = self.writer is None
+        try:
+            return await self._exchange(raw)
+        except (asyncio.IncompleteReadError, ConnectionResetError):
+            self.close()
+            if fresh:
+                raise
+            return await self._exchange(raw)
+
+    async def _exchange(self, raw: bytes) -> tuple[int, bytes]:
         if self.writer is None:
             await self.open()
         assert self.reader is not None and self.writer is not None
@@ -144,11 +155,13 @@ def start_proxy(upstream_port: int, server: str, workers: int) -> tuple[subproce
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            break
-        time.sleep(0.2)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # ready = compressor loaded, which takes a while under load
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as s:
+            s.sendall(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            if s.recv(64).startswith(b"HTTP/1.1 200"):
+                break
+        time.sleep(0.5)
     else:
         raise SystemExit("the proxy did not start")
     return proc, port
@@ -169,15 +182,21 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
-async def latency(targets: dict[str, tuple[int, bytes]], n: int, block: int = 50) -> dict[str, list[float]]:
-    conns = {name: Connection(port) for name, (port, _) in targets.items()}
-    raws = {name: request_bytes(port, body) for name, (port, body) in targets.items()}
+async def latency(
+    targets: dict[str, tuple[int, bytes, int]], block: int = 25
+) -> dict[str, list[float]]:
+    """Sequential requests (concurrency 1), alternating between targets in blocks."""
+    conns = {name: Connection(port) for name, (port, _, _) in targets.items()}
+    raws = {name: request_bytes(port, body) for name, (port, body, _) in targets.items()}
     times: dict[str, list[float]] = {name: [] for name in targets}
     for name in targets:  # warm up: connections, caches, JIT-free but page faults
         for _ in range(20):
             await conns[name].exchange(raws[name])
-    for _ in range(n // block):
-        for name in targets:
+    rounds = max(n for _, _, n in targets.values()) // block
+    for round_ in range(rounds):
+        for name, (_, _, n) in targets.items():
+            if round_ * block >= n:
+                continue
             conn, raw = conns[name], raws[name]
             for _ in range(block):
                 started = time.perf_counter()
@@ -295,11 +314,11 @@ async def main_async(args: argparse.Namespace) -> None:
 async def run_server(args, server, proxy, port, upstream_port, marked, unmarked) -> None:
     print(f"### {server}, {args.workers} worker(s)\n")
     targets = {
-        "direct": (upstream_port, unmarked),
-        "proxy, nothing marked": (port, unmarked),
-        "proxy, compressing 6 docs (warm cache)": (port, marked),
+        "direct": (upstream_port, unmarked, args.requests),
+        "proxy, nothing marked": (port, unmarked, args.requests),
+        "proxy, compressing 6 docs (warm cache)": (port, marked, args.compressed_requests),
     }
-    times = await latency(targets, args.requests)
+    times = await latency(targets)
     base = statistics.median(times["direct"])
     print("| path | p50 ms | p90 ms | p99 ms | added p50 ms |")
     print("|---|---|---|---|---|")
@@ -324,6 +343,7 @@ def main() -> None:
     parser.add_argument("--servers", nargs="+", default=["uvicorn"], choices=["uvicorn", "granian"])
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--requests", type=int, default=1000, help="per path, for latency")
+    parser.add_argument("--compressed-requests", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0, help="per throughput run")
     parser.add_argument("--streams", type=int, default=200)

@@ -301,6 +301,9 @@ class _Connection(asyncio.Protocol):
         if request.method == "GET" and path == "/v1/models":
             self._send_json(200, MODELS, extra)
             return
+        if request.method == "POST" and path == "/v1/messages/count_tokens":
+            self._send_json(200, {"input_tokens": max(1, len(request.body) // 4)}, extra)
+            return
         if request.method != "POST" or path not in ("/v1/chat/completions", "/v1/messages"):
             self._send_json(404, _error_body(path, 404), extra)
             return

@@ -15,7 +15,6 @@ try:
     from litestar import Litestar
     from litestar.openapi import OpenAPIConfig
     from litestar.openapi.plugins import ScalarRenderPlugin
-    from litestar.openapi.spec import Components
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError(exc.name or "litestar", extra="proxy") from exc
 
@@ -81,7 +80,6 @@ def openapi_config() -> OpenAPIConfig:
         ),
         path="/docs",
         render_plugins=[ScalarRenderPlugin()],
-        components=Components(schemas=component_schemas(_MODELS)),
     )
 
 
@@ -111,10 +109,13 @@ def create_app(
     """
     settings = settings or RagpressSettings()
     plugin = RagpressPlugin(settings, upstream_transport=upstream_transport, pipelines=pipelines)
-    return Litestar(
+    app = Litestar(
         plugins=[plugin],
         exception_handlers={Exception: error_handler},
         request_max_body_size=settings.proxy.max_body_bytes,
         openapi_config=openapi_config(),
         logging_config=None,
     )
+    # Proxy routes read raw bytes, so Litestar cannot see their models: add them by hand.
+    app.openapi_schema.components.schemas.update(component_schemas(_MODELS))
+    return app

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from litestar.openapi.spec import Operation, RequestBody
+from litestar.openapi.spec import Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.openapi.spec.media_type import OpenAPIMediaType
 from litestar.openapi.spec.response import OpenAPIResponse
 
@@ -82,5 +83,13 @@ def operation(
                 )
                 out[str(status)] = OpenAPIResponse(description=text, content=content)
             self.responses = out  # type: ignore[assignment]
+            for parameter in self.parameters or []:
+                if getattr(parameter, "name", None) == "path":
+                    # Litestar documents a path parameter as a URI; it is a path segment here.
+                    parameter.schema = Schema(  # type: ignore[union-attr]
+                        type=OpenAPIType.STRING,
+                        pattern=r"^[a-z][a-z0-9_.-]{0,40}$",
+                        examples=["embeddings", "responses"],
+                    )
 
     return _Documented

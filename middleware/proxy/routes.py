@@ -319,8 +319,9 @@ async def models(request: Request[Any, Any, State]) -> ASGIResponse:
     summary="Any other OpenAI endpoint (embeddings, responses...), passed through uncompressed",
     tags=["proxy"],
 )
-async def passthrough(request: Request[Any, Any, State], path: str) -> ASGIResponse:
+async def passthrough(request: Request[Any, Any, State]) -> ASGIResponse:
     """Forward any other ``/v1`` path to the OpenAI-compatible upstream, untouched."""
+    path = str(request.path_params.get("path", ""))
     return await _forward(
         request,
         flavor="openai",
