@@ -394,6 +394,9 @@ class _HttpxBackend:
             raise _translate_httpx(exc, url) from exc
 
         async def chunks() -> AsyncIterator[bytes]:
+            if response.is_stream_consumed:  # transports that answer with a body already read
+                yield response.content
+                return
             try:
                 async for chunk in response.aiter_raw():
                     yield chunk
