@@ -36,15 +36,18 @@ DOCS = [
         f"Report {i}",
         " ".join(
             f"Sentence {j} of report {i} talks about quarterly revenue, hiring and the office "
-            f"in city number {j}." for j in range(12)
+            f"in city number {j}."
+            for j in range(12)
         )
         + (" The company moved its headquarters to Lisbon in 2019." if i == 3 else ""),
     )
     for i in range(6)
 ]
-CONTEXT = "<context>" + "".join(
-    f'<document title="{title}">{text}</document>' for title, text in DOCS
-) + "</context>"
+CONTEXT = (
+    "<context>"
+    + "".join(f'<document title="{title}">{text}</document>' for title, text in DOCS)
+    + "</context>"
+)
 
 
 def chat_body(*, marked: bool, stream: bool = False) -> bytes:
@@ -149,8 +152,18 @@ def start_proxy(upstream_port: int, server: str, workers: int) -> tuple[subproce
         "RAGPRESS_CACHE__BACKEND": "memory",
     }
     proc = subprocess.Popen(
-        [PYTHON, "-m", "ragpress", "serve", "--port", str(port), "--server", server,
-         "--workers", str(workers)],
+        [
+            PYTHON,
+            "-m",
+            "ragpress",
+            "serve",
+            "--port",
+            str(port),
+            "--server",
+            server,
+            "--workers",
+            str(workers),
+        ],
         env=env,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -281,10 +294,12 @@ async def main_async(args: argparse.Namespace) -> None:
     upstream, upstream_port = start_upstream(0.0)
     streaming_upstream, streaming_port = start_upstream(args.chunk_delay)
     marked, unmarked = chat_body(marked=True), chat_body(marked=False)
-    print(f"cores: {os.cpu_count()} (shared by load generator, upstream and proxy); "
-          f"python {sys.version.split()[0]}\n")
+    print(
+        f"cores: {os.cpu_count()} (shared by load generator, upstream and proxy); "
+        f"python {sys.version.split()[0]}\n"
+    )
     try:
-        for server in args.servers:
+        for server in [] if args.skip_requests else args.servers:
             proxy, port = start_proxy(upstream_port, server, args.workers)
             try:
                 await run_server(args, server, proxy, port, upstream_port, marked, unmarked)
@@ -294,18 +309,26 @@ async def main_async(args: argparse.Namespace) -> None:
         if not args.skip_streams:
             proxy, port = start_proxy(streaming_port, args.servers[0], args.workers)
             try:
-                result = await soak(port, streaming_port, args.streams, args.stream_seconds, proxy.pid)
+                result = await soak(
+                    port, streaming_port, args.streams, args.stream_seconds, proxy.pid
+                )
             finally:
                 proxy.terminate()
                 proxy.wait(30)
-            print(f"\n### {args.streams} concurrent streams for {args.stream_seconds:g} s "
-                  f"({args.servers[0]}, {args.chunk_delay * 1e3:g} ms between events)\n")
-            print("| streams completed | errors | bytes differ from direct | proxy RSS first third "
-                  "| last third | max |")
+            print(
+                f"\n### {args.streams} concurrent streams for {args.stream_seconds:g} s "
+                f"({args.servers[0]}, {args.chunk_delay * 1e3:g} ms between events)\n"
+            )
+            print(
+                "| streams completed | errors | bytes differ from direct | proxy RSS first third "
+                "| last third | max |"
+            )
             print("|---|---|---|---|---|---|")
-            print(f"| {result['streams']} | {result['errors']} | {result['mismatched']} | "
-                  f"{result['rss_first_third_mb']} MiB | {result['rss_last_third_mb']} MiB | "
-                  f"{result['rss_max_mb']} MiB |")
+            print(
+                f"| {result['streams']} | {result['errors']} | {result['mismatched']} | "
+                f"{result['rss_first_third_mb']} MiB | {result['rss_last_third_mb']} MiB | "
+                f"{result['rss_max_mb']} MiB |"
+            )
     finally:
         upstream.terminate()
         streaming_upstream.terminate()
@@ -323,8 +346,10 @@ async def run_server(args, server, proxy, port, upstream_port, marked, unmarked)
     print("| path | p50 ms | p90 ms | p99 ms | added p50 ms |")
     print("|---|---|---|---|---|")
     for name, values in times.items():
-        print(f"| {name} | {pct(values, .5):.2f} | {pct(values, .9):.2f} | {pct(values, .99):.2f} "
-              f"| {statistics.median(values) - base:+.2f} |")
+        print(
+            f"| {name} | {pct(values, 0.5):.2f} | {pct(values, 0.9):.2f} | {pct(values, 0.99):.2f} "
+            f"| {statistics.median(values) - base:+.2f} |"
+        )
     rss_before = rss_mb(proxy.pid)
     print(f"\n| closed loop, {args.concurrency} connections, {args.seconds:g} s | req/s | errors |")
     print("|---|---|---|")
@@ -350,6 +375,7 @@ def main() -> None:
     parser.add_argument("--stream-seconds", type=float, default=20.0)
     parser.add_argument("--chunk-delay", type=float, default=0.02, help="seconds between events")
     parser.add_argument("--skip-streams", action="store_true")
+    parser.add_argument("--skip-requests", action="store_true", help="only the stream soak")
     args = parser.parse_args()
     try:
         import uvloop

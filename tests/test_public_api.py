@@ -18,6 +18,9 @@ MODULES = [
     "ragpress.compressors",
     "ragpress.middleware",
     "ragpress.retrieval",
+    "ragpress.middleware.openai",
+    "ragpress.middleware.anthropic",
+    "ragpress.middleware.proxy",
 ]
 
 

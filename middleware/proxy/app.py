@@ -67,11 +67,15 @@ _MODELS = (
 
 def openapi_config() -> OpenAPIConfig:
     """OpenAPI document at ``/docs/openapi.json``, an interactive page at ``/docs``."""
-    from ragpress import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        ragpress_version = version("ragpress")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        ragpress_version = "0"
     return OpenAPIConfig(
         title="ragpress proxy",
-        version=__version__,
+        version=ragpress_version,
         description=(
             "OpenAI- and Anthropic-compatible proxy that compresses the context you mark "
             "(<context>...</context>, or Anthropic plain-text document blocks) before it "
