@@ -42,6 +42,19 @@ def pipelines_for(settings: RagpressSettings, embedder: Any, cache: Any = None) 
 
 
 @contextlib.contextmanager
+def running_proxy(llm: Any, embedder: Any = None, **sections: Any) -> Iterator[str]:
+    """The proxy in front of ``llm`` (hashing embedder unless one is given), served on a port."""
+    from conftest import HashingEmbedder
+
+    from ragpress.middleware.proxy import create_app
+
+    settings = settings_for(llm, **sections)
+    app = create_app(settings, pipelines=pipelines_for(settings, embedder or HashingEmbedder()))
+    with serve(app) as url:
+        yield url
+
+
+@contextlib.contextmanager
 def serve(app: Any) -> Iterator[str]:
     """Serve ``app`` with uvicorn on a free 127.0.0.1 port; yields ``http://127.0.0.1:PORT``."""
     sock = socket.socket()

@@ -110,6 +110,18 @@ class HeadroomCompressResponse(BaseModel):
     )
     transforms_applied: list[str]
 
+    @classmethod
+    def unchanged(cls, messages: list[dict[str, Any]]) -> HeadroomCompressResponse:
+        """The answer when nothing was compressed (bypass, nothing marked, failed open)."""
+        return cls(
+            messages=messages,
+            tokens_before=0,
+            tokens_after=0,
+            tokens_saved=0,
+            compression_ratio=1.0,
+            transforms_applied=[],
+        )
+
 
 class GuardrailRequest(BaseModel):
     """LiteLLM's Generic Guardrail API request."""

@@ -85,26 +85,27 @@ class CompressService:
             ),
         )
 
-    async def headroom(self, request: HeadroomCompressRequest) -> HeadroomCompressResponse:
+    async def headroom(
+        self, request: HeadroomCompressRequest, *, bypass: bool = False
+    ) -> HeadroomCompressResponse:
         """The Headroom-style contract: compress the marked context of chat messages.
 
         The same rules as the proxy apply (system prompts and ``cache_control`` prefixes are
         never rewritten; only ``<context>`` blocks are compressed), and the same number of
         messages comes back. Token counts cover the compressed documents.
+
+        Args:
+            request: The messages and options.
+            bypass: The caller sent ``x-headroom-bypass: true``: answer unchanged.
         """
+        if bypass:
+            return HeadroomCompressResponse.unchanged(request.messages)
         raw = (request.config or {}).get("ragpress")
         options = parse_options(raw, source="config.ragpress") if raw is not None else None
         body: dict[str, Any] = {"messages": request.messages}
         summary = await self._compress_body(body, options)
         if summary is None or summary.method == "passthrough":
-            return HeadroomCompressResponse(
-                messages=request.messages,
-                tokens_before=0,
-                tokens_after=0,
-                tokens_saved=0,
-                compression_ratio=1.0,
-                transforms_applied=[],
-            )
+            return HeadroomCompressResponse.unchanged(request.messages)
         before, after = summary.tokens_before, summary.tokens_after
         return HeadroomCompressResponse(
             messages=body["messages"],

@@ -19,27 +19,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingDependencyError(exc.name or "litestar", extra="proxy") from exc
 
 from ragpress.config import RagpressSettings
-from ragpress.middleware.anthropic.protocol import (
-    AnthropicErrorResponse,
-    MessagesRequest,
-    MessagesResponse,
-)
-from ragpress.middleware.openai.compress_protocol import (
-    CompressRequest,
-    CompressResponse,
-    GuardrailRequest,
-    GuardrailResponse,
-    HeadroomCompressRequest,
-    HeadroomCompressResponse,
-)
-from ragpress.middleware.openai.protocol import (
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    ErrorResponse,
-    ModelList,
-)
 from ragpress.middleware.proxy.openapi import component_schemas
 from ragpress.middleware.proxy.plugin import RagpressPlugin, error_handler
+from ragpress.middleware.proxy.routes import DOCUMENTED_MODELS
 
 if TYPE_CHECKING:
     import httpx
@@ -47,22 +29,6 @@ if TYPE_CHECKING:
     from ragpress.middleware.wiring import PipelineSet
 
 __all__ = ["create_app", "openapi_config"]
-
-_MODELS = (
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    MessagesRequest,
-    MessagesResponse,
-    ModelList,
-    CompressRequest,
-    CompressResponse,
-    HeadroomCompressRequest,
-    HeadroomCompressResponse,
-    GuardrailRequest,
-    GuardrailResponse,
-    ErrorResponse,
-    AnthropicErrorResponse,
-)
 
 
 def openapi_config() -> OpenAPIConfig:
@@ -121,5 +87,5 @@ def create_app(
         logging_config=None,
     )
     # Proxy routes read raw bytes, so Litestar cannot see their models: add them by hand.
-    app.openapi_schema.components.schemas.update(component_schemas(_MODELS))
+    app.openapi_schema.components.schemas.update(component_schemas(DOCUMENTED_MODELS))
     return app

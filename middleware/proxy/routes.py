@@ -44,6 +44,8 @@ from ragpress.middleware.proxy.openapi import operation
 from ragpress.middleware.proxy.sse import is_event_stream, relay
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from litestar.datastructures import State
 
     from ragpress.middleware.openai.compress_service import CompressService
@@ -53,7 +55,7 @@ if TYPE_CHECKING:
     from ragpress.middleware.proxy.observability import ProxyMetrics
     from ragpress.middleware.proxy.upstream import UpstreamClient
 
-__all__ = ["ROUTES", "STATE_KEY", "TIMEOUT_HEADER", "ProxyState"]
+__all__ = ["DOCUMENTED_MODELS", "ROUTES", "STATE_KEY", "TIMEOUT_HEADER", "ProxyState"]
 
 logger = logging.getLogger("ragpress.proxy")
 
@@ -340,97 +342,76 @@ def _parse(model: type[M], body: bytes) -> M:
         raise RequestValidationError(f"{where}: {error['msg']}", param=where) from None
 
 
-def _json(model: BaseModel, status: int = 200) -> ASGIResponse:
+async def _answer(
+    request: Request[Any, Any, State],
+    model: type[M],
+    call: Callable[[ProxyState, M], Awaitable[BaseModel]],
+) -> ASGIResponse:
+    """Authenticate, parse the body as ``model``, run ``call``, answer its result as JSON."""
+    state = _state(request)
+    started = time.perf_counter()
+    state.keys.check(request.headers)
+    result = await call(state, _parse(model, await request.body()))
+    name = getattr(request.scope.get("route_handler"), "handler_name", "api")
+    state.metrics.observe(name, 200, None, time.perf_counter() - started)
     return ASGIResponse(
-        body=dumps(model.model_dump(mode="json")),
-        status_code=status,
-        media_type="application/json",
+        body=dumps(result.model_dump(mode="json")), status_code=200, media_type="application/json"
     )
 
 
-async def _api(
-    request: Request[Any, Any, State], route_name: str
-) -> tuple[ProxyState, bytes, float]:
-    state = _state(request)
-    state.keys.check(request.headers)
-    return state, await request.body(), time.perf_counter()
+def _api_operation(model: type[BaseModel], description: str, answer: type[BaseModel]) -> Any:
+    return operation(
+        model, {200: (description, answer), 400: _OPENAI_ERRORS[400], 401: _OPENAI_ERRORS[401]}
+    )
 
 
 @post(
     "/v1/compress",
     status_code=200,
-    operation_class=operation(
-        CompressRequest,
-        {
-            200: ("Compressed documents with kept spans and stats", CompressResponse),
-            400: _OPENAI_ERRORS[400],
-            401: _OPENAI_ERRORS[401],
-        },
+    operation_class=_api_operation(
+        CompressRequest, "Compressed documents with kept spans and stats", CompressResponse
     ),
     summary="Compress documents for a question (ragpress API)",
     tags=["compression"],
 )
 async def compress(request: Request[Any, Any, State]) -> ASGIResponse:
     """Documents and a question in; compressed documents, provenance and statistics out."""
-    state, body, started = await _api(request, "compress")
-    result = await state.compress.compress(_parse(CompressRequest, body))
-    state.metrics.observe("compress", 200, None, time.perf_counter() - started)
-    return _json(result)
+    return await _answer(request, CompressRequest, lambda s, r: s.compress.compress(r))
 
 
 @post(
     "/headroom/v1/compress",
     status_code=200,
-    operation_class=operation(
+    operation_class=_api_operation(
         HeadroomCompressRequest,
-        {
-            200: ("Same number of messages, marked context compressed", HeadroomCompressResponse),
-            400: _OPENAI_ERRORS[400],
-            401: _OPENAI_ERRORS[401],
-        },
+        "Same number of messages, marked context compressed",
+        HeadroomCompressResponse,
     ),
     summary="Headroom-style message contract (LiteLLM headroom guardrail, api_base=/headroom)",
     tags=["compression"],
 )
 async def headroom_compress(request: Request[Any, Any, State]) -> ASGIResponse:
     """Compress the marked context of chat messages, Headroom's way (for LiteLLM)."""
-    state, body, started = await _api(request, "headroom_compress")
-    if request.headers.get("x-headroom-bypass", "").lower() == "true":
-        parsed = _parse(HeadroomCompressRequest, body)
-        result = HeadroomCompressResponse(
-            messages=parsed.messages,
-            tokens_before=0,
-            tokens_after=0,
-            tokens_saved=0,
-            compression_ratio=1.0,
-            transforms_applied=[],
-        )
-    else:
-        result = await state.compress.headroom(_parse(HeadroomCompressRequest, body))
-    state.metrics.observe("headroom_compress", 200, None, time.perf_counter() - started)
-    return _json(result)
+    bypass = request.headers.get("x-headroom-bypass", "").lower() == "true"
+    return await _answer(
+        request, HeadroomCompressRequest, lambda s, r: s.compress.headroom(r, bypass=bypass)
+    )
 
 
 @post(
     "/beta/litellm_basic_guardrail_api",
     status_code=200,
-    operation_class=operation(
+    operation_class=_api_operation(
         GuardrailRequest,
-        {
-            200: ("NONE, or GUARDRAIL_INTERVENED with the compressed texts", GuardrailResponse),
-            400: _OPENAI_ERRORS[400],
-            401: _OPENAI_ERRORS[401],
-        },
+        "NONE, or GUARDRAIL_INTERVENED with the compressed texts",
+        GuardrailResponse,
     ),
     summary="LiteLLM Generic Guardrail API (compresses marked context in texts)",
     tags=["compression"],
 )
 async def guardrail(request: Request[Any, Any, State]) -> ASGIResponse:
     """LiteLLM's ``generic_guardrail_api`` hook: answer with compressed texts."""
-    state, body, started = await _api(request, "guardrail")
-    result = await state.compress.guardrail(_parse(GuardrailRequest, body))
-    state.metrics.observe("guardrail", 200, None, time.perf_counter() - started)
-    return _json(result)
+    return await _answer(request, GuardrailRequest, lambda s, r: s.compress.guardrail(r))
 
 
 @get("/health", summary="Liveness: the process serves requests", tags=["operations"])
@@ -477,3 +458,20 @@ ROUTES = [
     metrics,
 ]
 """Every route handler, for :func:`create_app` and :class:`RagpressPlugin`."""
+
+DOCUMENTED_MODELS: tuple[type[BaseModel], ...] = (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    MessagesRequest,
+    MessagesResponse,
+    ModelList,
+    CompressRequest,
+    CompressResponse,
+    HeadroomCompressRequest,
+    HeadroomCompressResponse,
+    GuardrailRequest,
+    GuardrailResponse,
+    ErrorResponse,
+    AnthropicErrorResponse,
+)
+"""The wire models the routes reference in the OpenAPI document."""

@@ -7,11 +7,8 @@ import json
 import anthropic
 import httpx
 import pytest
-from conftest import HashingEmbedder
 from fake_llm import FakeLLM
-from proxy_support import BREAD, CONTEXT, CURIE, QUESTION, pipelines_for, serve, settings_for
-
-from ragpress.middleware.proxy import create_app
+from proxy_support import BREAD, CONTEXT, CURIE, QUESTION, running_proxy
 
 SYSTEM = [{"type": "text", "text": f"Use the documents. {CONTEXT}"}]
 
@@ -33,9 +30,7 @@ def llm():
 
 @pytest.fixture(scope="module")
 def proxy_url(llm):
-    settings = settings_for(llm)
-    app = create_app(settings, pipelines=pipelines_for(settings, HashingEmbedder()))
-    with serve(app) as url:
+    with running_proxy(llm) as url:
         yield url
 
 

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import HashingEmbedder
 from fake_llm import FakeLLM
-from proxy_support import BREAD, CONTEXT, CURIE, QUESTION, pipelines_for, serve, settings_for
+from proxy_support import BREAD, CONTEXT, CURIE, QUESTION, running_proxy
 
-from ragpress.middleware.proxy import create_app
 from ragpress.provenance import join_spans
 
 
 @pytest.fixture(scope="module")
 def url():
-    with FakeLLM() as llm:
-        settings = settings_for(llm)
-        app = create_app(settings, pipelines=pipelines_for(settings, HashingEmbedder()))
-        with serve(app) as base:
-            yield base
+    with FakeLLM() as llm, running_proxy(llm) as base:
+        yield base
 
 
 def test_compress_returns_documents_with_provenance_and_stats(url):

@@ -9,25 +9,19 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from conftest import HashingEmbedder
 from fake_llm import FakeLLM
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-from proxy_support import pipelines_for, serve, settings_for
+from proxy_support import running_proxy
 from schemathesis.generation import GenerationMode
-
-from ragpress.middleware.proxy import create_app
 
 _SETTINGS = {"deadline": None, "suppress_health_check": list(HealthCheck), "derandomize": True}
 
 
 @pytest.fixture(scope="module")
 def proxy():
-    with FakeLLM() as llm:
-        settings_ = settings_for(llm, proxy={"max_body_bytes": 200_000})
-        app = create_app(settings_, pipelines=pipelines_for(settings_, HashingEmbedder()))
-        with serve(app) as url:
-            yield url, llm
+    with FakeLLM() as llm, running_proxy(llm, proxy={"max_body_bytes": 200_000}) as url:
+        yield url, llm
 
 
 def _operations(url: str) -> list:

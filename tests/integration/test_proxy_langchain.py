@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from conftest import HashingEmbedder
 from fake_llm import FakeLLM
-from proxy_support import BREAD, CONTEXT, QUESTION, pipelines_for, serve, settings_for
-
-from ragpress.middleware.proxy import create_app
+from proxy_support import BREAD, CONTEXT, QUESTION, running_proxy
 
 langchain_openai = pytest.importorskip("langchain_openai")
 
 
 @pytest.fixture(scope="module")
 def setup():
-    with FakeLLM() as llm:
-        settings = settings_for(llm)
-        app = create_app(settings, pipelines=pipelines_for(settings, HashingEmbedder()))
-        with serve(app) as url:
-            yield url, llm
+    with FakeLLM() as llm, running_proxy(llm) as url:
+        yield url, llm
 
 
 def _chat(url: str, **kwargs):

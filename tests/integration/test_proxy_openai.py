@@ -11,9 +11,17 @@ import json
 import httpx
 import openai
 import pytest
-from conftest import HashingEmbedder
 from fake_llm import FakeLLM
-from proxy_support import BREAD, CONTEXT, CURIE, QUESTION, pipelines_for, serve, settings_for
+from proxy_support import (
+    BREAD,
+    CONTEXT,
+    CURIE,
+    QUESTION,
+    pipelines_for,
+    running_proxy,
+    serve,
+    settings_for,
+)
 
 from ragpress.middleware.proxy import create_app
 
@@ -28,9 +36,7 @@ def llm():
 
 @pytest.fixture(scope="module")
 def proxy_url(llm):
-    settings = settings_for(llm)
-    app = create_app(settings, pipelines=pipelines_for(settings, HashingEmbedder()))
-    with serve(app) as url:
+    with running_proxy(llm) as url:
         yield url
 
 

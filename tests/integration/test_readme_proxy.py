@@ -13,11 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import HashingEmbedder
 from fake_llm import FakeLLM
-from proxy_support import pipelines_for, serve, settings_for
-
-from ragpress.middleware.proxy import create_app
+from proxy_support import running_proxy
 
 ROOT = Path(__file__).resolve().parents[2]
 SECTION = (
@@ -31,11 +28,8 @@ def _blocks(language: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def proxy_url():
-    with FakeLLM() as llm:
-        settings = settings_for(llm)
-        app = create_app(settings, pipelines=pipelines_for(settings, HashingEmbedder()))
-        with serve(app) as url:
-            yield url
+    with FakeLLM() as llm, running_proxy(llm) as url:
+        yield url
 
 
 def _local(text: str, url: str) -> str:
