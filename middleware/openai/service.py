@@ -169,6 +169,7 @@ class ChatService:
         self.fail_open = fail_open
         self.timeout_seconds = timeout_seconds
         self.part_compressors = dict(part_compressors or {})
+        self._part_needles = [f'"{kind}"'.encode() for kind in self.part_compressors]
         self._background: set[asyncio.Task[Any]] = set()
 
     async def prepare(self, body: bytes, *, flavor: Flavor, header: str | None = None) -> Prepared:
@@ -185,7 +186,11 @@ class ChatService:
             CompressionError: Compression failed and ``fail_open`` is off.
         """
         header_options = parse_options(header, source=OPTIONS_HEADER) if header else None
-        maybe_marked = has_markers(body) or (flavor == "anthropic" and b'"document"' in body)
+        maybe_marked = (
+            has_markers(body)
+            or (flavor == "anthropic" and b'"document"' in body)
+            or any(needle in body for needle in self._part_needles)
+        )
         if header_options is None and not maybe_marked and b'"ragpress"' not in body:
             return Prepared(body, "unmarked")
         try:

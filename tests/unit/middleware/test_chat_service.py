@@ -127,3 +127,50 @@ async def test_malformed_json_is_left_for_the_upstream_to_reject(fake_embedder):
     chat = service(SentenceSelectionCompressor(fake_embedder))
     raw = b'{"messages": "<context>x</context>", '
     assert (await chat.prepare(raw, flavor="openai")).body is raw
+
+
+class ImageShrinker:
+    """A stand-in visual compressor: proves image parts reach the seam, past the cache prefix."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def compress_parts(self, parts, query, options):
+        from ragpress.middleware.openai.service import Summary
+
+        for ref in parts:
+            self.seen.append(ref.part["image_url"]["url"])
+            ref.part["image_url"]["detail"] = "low"
+        return Summary(tokens_before=100 * len(parts), tokens_after=10 * len(parts))
+
+
+async def test_image_parts_past_the_protected_prefix_reach_a_part_compressor(fake_embedder):
+    shrinker = ImageShrinker()
+    chat = service(
+        SentenceSelectionCompressor(fake_embedder), part_compressors={"image_url": shrinker}
+    )
+
+    def image(name, **extra):
+        return {"type": "image_url", "image_url": {"url": name}, **extra}
+
+    raw = json.dumps(
+        {
+            "model": "m",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [image("cached.png", cache_control={"type": "ephemeral"})],
+                },
+                {
+                    "role": "user",
+                    "content": [image("fresh.png"), {"type": "text", "text": "What is it?"}],
+                },
+            ],
+        }
+    ).encode()
+    prepared = await chat.prepare(raw, flavor="openai")
+    assert shrinker.seen == ["fresh.png"]
+    sent = json.loads(prepared.body)["messages"]
+    assert "detail" not in sent[0]["content"][0]["image_url"]
+    assert sent[1]["content"][0]["image_url"]["detail"] == "low"
+    assert prepared.outcome == "compressed"
