@@ -7,7 +7,8 @@ budget is spent) and for ragpress's sentence_selection, at the same budgets. Lat
 in-process cache and with Redis, side by side in one run.
 
     .venv/bin/python bench/sentence_selection.py --data-dir ../shared/data
-    .venv/bin/python bench/sentence_selection.py --data-dir ../shared/data --limit 300 --skip-latency
+    .venv/bin/python bench/sentence_selection.py --data-dir ../shared/data \
+        --limit 300 --skip-latency
 
 Measures: retention = share of records whose compressed context contains an answer string
 (case-insensitive, alphanumerics only); ratio = tokens before / after (cl100k_base, document
@@ -107,8 +108,10 @@ async def latency(
 async def main(args: argparse.Namespace) -> None:
     embedder = SentenceTransformerEmbedder()
     embedder.embed(["warm up the model"])
-    print(f"| set | records | budget | naive retention | ours retention | naive ratio | ours "
-          f"ratio | naive recall | ours recall |")
+    print(
+        "| set | records | budget | naive retention | ours retention | naive ratio | ours "
+        "ratio | naive recall | ours recall |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.sets:
         rows = load(args.data_dir / f"{name}.jsonl.gz", args.limit)
@@ -138,8 +141,9 @@ async def main(args: argparse.Namespace) -> None:
     print("|---|---|---|---|---|")
     for label, store in backends.items():
         cold, warm = await latency(embedder, rows, store)
-        print(f"| {label} | {len(rows)} | {cold:.1f} | {warm:.1f} | {cold / warm:.1f}x |",
-              flush=True)
+        print(
+            f"| {label} | {len(rows)} | {cold:.1f} | {warm:.1f} | {cold / warm:.1f}x |", flush=True
+        )
 
 
 def parse() -> argparse.Namespace:
@@ -149,8 +153,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="records per set (default: all)")
     parser.add_argument("--ratios", nargs="+", type=float, default=[3.0, 5.0])
     parser.add_argument("--latency-records", type=int, default=50)
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0",
-                        help="empty to skip the Redis latency row")
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/0",
+        help="empty to skip the Redis latency row",
+    )
     parser.add_argument("--skip-latency", action="store_true")
     return parser.parse_args()
 

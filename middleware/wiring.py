@@ -8,7 +8,7 @@ from ragpress.cache.base import CacheStore, NullCache
 from ragpress.cache.memory import MemoryCache
 from ragpress.compressors import compressor_class, load_compressor
 from ragpress.config import CacheSettings, EmbedderSettings, RagpressSettings
-from ragpress.exceptions import ConfigurationError
+from ragpress.exceptions import ConfigurationError, RequestValidationError
 from ragpress.middleware.cache_policy import FailOpenCache
 from ragpress.middleware.pipeline import Pipeline, Stage
 from ragpress.tokens import get_token_counter
@@ -20,10 +20,12 @@ if TYPE_CHECKING:
     from ragpress.types import Embedder, Retriever
 
 __all__ = [
+    "PipelineSet",
     "build_cache",
     "build_compressor",
     "build_embedder",
     "build_pipeline",
+    "build_pipeline_set",
     "build_retriever",
     "default_options",
 ]
@@ -173,3 +175,97 @@ def build_compressor(
     if "tokenizer" in cls.config_keys and "tokenizer" not in kwargs:
         kwargs["tokenizer"] = settings.compression.tokenizer
     return load_compressor(method, **kwargs)
+
+
+class PipelineSet:
+    """The pipelines a server offers, by method name, sharing one cache and one embedder.
+
+    Args:
+        pipelines: Method name -> pipeline; the first one is the default.
+        store: The cache store the pipelines share (closed once, by :meth:`aclose`).
+    """
+
+    def __init__(self, pipelines: dict[str, Pipeline], *, store: CacheStore | None = None) -> None:
+        if not pipelines:
+            raise ValueError("a PipelineSet needs at least one pipeline")
+        self.pipelines = pipelines
+        self.default = next(iter(pipelines))
+        self.store = store
+
+    @property
+    def methods(self) -> list[str]:
+        """The method names clients may ask for."""
+        return list(self.pipelines)
+
+    def get(self, method: str | None = None, *, param: str = "method") -> Pipeline:
+        """The pipeline for ``method`` (``None``: the default).
+
+        Raises:
+            RequestValidationError: The server does not offer ``method``.
+        """
+        if method is None or method == self.default:
+            return self.pipelines[self.default]
+        pipeline = self.pipelines.get(method)
+        if pipeline is None:
+            raise RequestValidationError(
+                f"{param}={method!r} is not offered by this server; choose one of "
+                f"{self.methods}, or ask the operator to add it to RAGPRESS_PROXY__METHODS",
+                param=param,
+            )
+        return pipeline
+
+    async def aclose(self) -> None:
+        """Release every compressor and close the shared cache once."""
+        for pipeline in self.pipelines.values():
+            for stage in pipeline.stages:
+                stage.compressor.close()
+        if self.store is not None:
+            await self.store.aclose()
+
+
+def build_pipeline_set(
+    settings: RagpressSettings, *, cache: CacheStore | None = None
+) -> PipelineSet:
+    """The configured pipeline plus one per extra method in ``settings.proxy.methods``.
+
+    Everything is built now, so a missing extra or an unknown name fails at start-up, not on
+    the first request that asks for it.
+
+    Raises:
+        ConfigurationError: Unknown compressor, bad parameters, or a model that cannot load.
+        MissingDependencyError: A needed extra is not installed.
+    """
+    store = cache if cache is not None else build_cache(settings.cache)
+    names = [settings.compression.method, *settings.proxy.methods]
+    embedder: Embedder | None = None
+    needs_embedder = (
+        settings.retrieval.index_dir is not None
+        or any(
+            "embedder" in compressor_class(stage.strip()).injected_keys
+            for name in names
+            for stage in name.split("+")
+            if stage.strip()
+        )
+        or any(
+            "embedder" in compressor_class(s.method).injected_keys
+            for s in settings.compression.stages
+        )
+    )
+    if needs_embedder:
+        embedder = build_embedder(settings.embedder)
+    retriever: Retriever | None = None
+    if settings.retrieval.index_dir is not None:
+        retriever = build_retriever(settings, embedder=embedder)
+    default = build_pipeline(settings, cache=store, embedder=embedder, retriever=retriever)
+    pipelines = {default.method: default}
+    for method in settings.proxy.methods:
+        if method in pipelines:
+            continue
+        compression = settings.compression.model_copy(
+            update={"method": method, "params": {}, "stages": []}
+        )
+        variant = settings.model_copy(update={"compression": compression})
+        pipelines[method] = build_pipeline(
+            variant, cache=store, embedder=embedder, retriever=retriever
+        )
+    return PipelineSet(pipelines, store=store)

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "train-exit": "ragpress.commands.train_exit:train_exit",
     "train-soft": "ragpress.commands.train_soft:train_soft",
     "index": "ragpress.commands.index:index",
+    "serve": "ragpress.commands.serve:serve",
 }
 
 try:

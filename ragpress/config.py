@@ -8,10 +8,12 @@ components take plain constructor arguments. ``ragpress config env`` prints ever
 
 from __future__ import annotations
 
-from pathlib import Path  # noqa: TC003 - pydantic resolves the annotation at run time
+import json
+import os
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -21,10 +23,14 @@ __all__ = [
     "CacheSettings",
     "CompressionSettings",
     "EmbedderSettings",
+    "ProxySettings",
     "RagpressSettings",
     "RetrievalSettings",
     "StageSettings",
+    "UpstreamSettings",
+    "hand_over",
     "settings_table",
+    "taken_over",
 ]
 
 DEFAULT_METHOD = "sentence_selection"
@@ -143,6 +149,54 @@ class RetrievalSettings(_Section):
     """HNSW search depth; empty uses the value saved with the index."""
     device: str = "auto"
     """FAISS device: auto (a GPU when GPU FAISS is installed and one is visible), cpu, cuda:N."""
+class UpstreamSettings(_Section):
+    """The LLM APIs the proxy forwards to."""
+
+    base_url: str = "https://api.openai.com/v1"
+    """OpenAI-compatible API that /v1/chat/completions and /v1/models are forwarded to."""
+    anthropic_base_url: str = "https://api.anthropic.com/v1"
+    """Anthropic-compatible API that /v1/messages is forwarded to."""
+    api_key: SecretStr | None = None
+    """Key sent upstream as `Authorization: Bearer`; empty passes the client's own key through."""
+    anthropic_api_key: SecretStr | None = None
+    """Key sent upstream as `x-api-key` on /v1/messages; empty passes the client's key through."""
+    timeout_seconds: float = Field(600.0, gt=0)
+    """Longest wait for the upstream's next byte (a request may lower it with a header)."""
+    connect_timeout_seconds: float = Field(5.0, gt=0)
+    """Longest wait for a connection to the upstream."""
+    connect_retries: int = Field(2, ge=0)
+    """Retries when the connection cannot be made (never once the request was sent)."""
+    max_connections: int = Field(1000, gt=0)
+    """Connection pool size towards the upstream."""
+    keepalive_seconds: float = Field(30.0, ge=0)
+    """How long an idle upstream connection is kept open."""
+
+
+class ProxySettings(_Section):
+    """The REST proxy (`ragpress serve`)."""
+
+    compress_by_default: bool = True
+    """Compress marked context when a request says nothing (false: only on request)."""
+    methods: list[str] = Field(default_factory=list)
+    """Registry names clients may pick per request, besides the configured method."""
+    fail_open: bool = True
+    """On a compressor error or timeout, forward the request uncompressed (true) or fail it."""
+    compression_timeout_seconds: float = Field(30.0, gt=0)
+    """Longest time compression may take before the fail_open policy applies."""
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    """Keys clients must present (x-ragpress-key, or the Bearer/x-api-key); empty: no check."""
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    """Largest request body accepted; larger ones get 413."""
+    access_log: bool = True
+    """Log one line per request (route, status, milliseconds, tokens; never content or keys)."""
+    log_format: Literal["json", "text"] = "json"
+    """Log lines as JSON objects or as plain text."""
+    host: str = "127.0.0.1"
+    """Interface `ragpress serve` listens on (0.0.0.0 for every interface)."""
+    port: int = Field(8080, ge=0, le=65535)
+    """Port `ragpress serve` listens on."""
+    server: Literal["uvicorn", "granian"] = "uvicorn"
+    """The ASGI server `ragpress serve` runs."""
 
 
 class RagpressSettings(BaseSettings):
@@ -167,6 +221,10 @@ class RagpressSettings(BaseSettings):
     """The artefact cache."""
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     """The vector index."""
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    """The LLM APIs behind the proxy."""
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
+    """The REST proxy."""
 
 
 def settings_table(settings_type: type[BaseModel] = RagpressSettings) -> str:
@@ -187,3 +245,30 @@ def settings_table(settings_type: type[BaseModel] = RagpressSettings) -> str:
 
     walk(settings_type, "RAGPRESS_")
     return "\n".join(rows)
+
+
+_HANDOVER_VARIABLE = "RAGPRESS_SERVE_SETTINGS"
+
+
+def hand_over(settings: RagpressSettings) -> None:
+    """Leave ``settings`` in the environment for server worker processes started after this.
+
+    ``ragpress serve --workers N`` and granian import the app in fresh processes; they read
+    the exact settings the command resolved (flags included) with :func:`taken_over`. Secrets
+    travel the same way they arrived: through the environment of the process tree.
+    """
+
+    def reveal(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        return str(value)
+
+    os.environ[_HANDOVER_VARIABLE] = json.dumps(settings.model_dump(), default=reveal)
+
+
+def taken_over() -> RagpressSettings:
+    """The settings :func:`hand_over` left, or ``RagpressSettings()`` when there are none."""
+    raw = os.environ.get(_HANDOVER_VARIABLE)
+    if not raw:
+        return RagpressSettings()
+    return RagpressSettings.model_validate(json.loads(raw))

@@ -19,6 +19,9 @@ MODULES = [
     "ragpress.middleware",
     "ragpress.retrieval",
     "ragpress.middleware.generation",
+    "ragpress.middleware.openai",
+    "ragpress.middleware.anthropic",
+    "ragpress.middleware.proxy",
 ]
 
 
