@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ragpress.middleware.cache_policy import FailOpenCache
     from ragpress.types import Retriever, TokenCounter
 
-__all__ = ["DEFAULT_MAX_DOCUMENT_CHARS", "Pipeline", "Stage"]
+__all__ = ["DEFAULT_MAX_DOCUMENT_CHARS", "CompressRequest", "Pipeline", "Stage"]
 
 logger = logging.getLogger("ragpress.pipeline")
 
@@ -49,6 +49,15 @@ class Stage:
     compressor: BaseCompressor
     options: CompressionOptions | None = None
     """This stage's own budget (coarse stages); ``None`` uses the request's budget."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompressRequest:
+    """One independent compression call of :meth:`Pipeline.acompress_many`."""
+
+    query: str | None
+    passages: Sequence[Passage] = ()
+    options: CompressionOptions | None = None
 
 
 @dataclass
@@ -138,15 +147,7 @@ class Pipeline:
         """
         trace = _Trace()
         resolved = (options or CompressionOptions()).resolve(self.defaults)
-        if not passages and self.retriever is not None and query:
-            started = time.perf_counter()
-            hits = await anyio.to_thread.run_sync(self.retriever.search, query, self.top_k)
-            trace.add_time("retrieve", started)
-            passages = [hit.passage for hit in hits]
-        passages = self._validated(passages)
-        for i, passage in enumerate(passages):
-            if not passage.text.strip():
-                trace.notes.append(f"docs[{i}] is empty or whitespace; it is returned empty")
+        passages = await self._request_passages(query, passages, trace)
         try:
             result = await self._run_chain(query, passages, resolved, trace)
         except (RequestValidationError, MissingDependencyError):
@@ -157,17 +158,7 @@ class Pipeline:
             logger.exception("compression failed; passing the documents through uncompressed")
             trace.notes.append(f"compression failed ({type(exc).__name__}: {exc}); passed through")
             result = await anyio.to_thread.run_sync(self._passthrough, passages)
-        return CompressionResult(
-            passages=result.passages,
-            method=result.method,
-            tokens_before=result.tokens_before,
-            tokens_after=result.tokens_after,
-            timings_ms=trace.timings_ms,
-            cache_hits=trace.hits,
-            cache_misses=trace.misses,
-            notes=(*trace.notes, *result.notes),
-            embeddings=result.embeddings,
-        )
+        return self._finish(result, trace)
 
     def compress(
         self,
@@ -183,6 +174,91 @@ class Pipeline:
         return self._blocking_portal().call(
             functools.partial(self.acompress, query, passages, options)
         )
+
+    async def acompress_many(
+        self, requests: Sequence[CompressRequest]
+    ) -> list[CompressionResult | Exception]:
+        """Compress independent requests together, analysing all their passages at once.
+
+        Each stage's per-passage analysis (the model pass) runs over the passages of every
+        request in one :meth:`~ragpress.compressors.base.BaseCompressor.analyze` call, after
+        one batched cache read, so a model sees large batches even when each request has few
+        passages. Selection then runs request by request. Each request gets the result
+        :meth:`acompress` would give it, or the exception it would raise: one bad request never
+        fails the others.
+
+        Args:
+            requests: The calls, in any number; results come back in the same order.
+
+        Returns:
+            One :class:`CompressionResult` or exception per request.
+        """
+        outcomes: list[CompressionResult | Exception | None] = [None] * len(requests)
+        traces = [_Trace() for _ in requests]
+        originals: dict[int, list[Passage]] = {}
+        resolved: dict[int, CompressionOptions] = {}
+        for i, request in enumerate(requests):
+            try:
+                resolved[i] = (request.options or CompressionOptions()).resolve(self.defaults)
+                originals[i] = await self._request_passages(
+                    request.query, request.passages, traces[i]
+                )
+            except Exception as exc:  # noqa: BLE001 - returned to the caller, per request
+                outcomes[i] = exc
+        current = dict(originals)
+        results: dict[int, list[CompressionResult]] = {i: [] for i in originals}
+        for index, stage in enumerate(self.stages):
+            alive = [i for i in originals if outcomes[i] is None]
+            if not alive:
+                break
+            compressor = stage.compressor
+            label = "" if len(self.stages) == 1 else f"{compressor.name}."
+            analyses = await self._batch_analyses(
+                compressor, [current[i] for i in alive], [traces[i] for i in alive], label
+            )
+            last = index == len(self.stages) - 1
+            jobs = [
+                (
+                    requests[i].query,
+                    current[i],
+                    resolved[i]
+                    if last or stage.options is None
+                    else stage.options.resolve(CompressionOptions(keep=resolved[i].keep)),
+                    found,
+                )
+                for i, found in zip(alive, analyses, strict=True)
+            ]
+            started = time.perf_counter()
+            stage_out = await anyio.to_thread.run_sync(_compress_each, compressor, jobs)
+            for i, out in zip(alive, stage_out, strict=True):
+                traces[i].add_time(f"{label}compress", started)
+                if isinstance(out, Exception):
+                    outcomes[i] = out
+                    continue
+                results[i].append(out)
+                current[i] = [
+                    Passage(cp.text, title=cp.title, id=cp.id, metadata=cp.metadata)
+                    for cp in out.passages
+                ]
+        final: list[CompressionResult | Exception] = []
+        for i in range(len(requests)):
+            outcome = outcomes[i]
+            if outcome is None:
+                final.append(self._finish(_compose(originals[i], results[i]), traces[i]))
+            elif (
+                isinstance(outcome, RequestValidationError | MissingDependencyError)
+                or i not in originals
+                or self.on_error != "passthrough"
+            ):
+                final.append(outcome)
+            else:
+                logger.error("compression failed (%s); passing the documents through", outcome)
+                traces[i].notes.append(
+                    f"compression failed ({type(outcome).__name__}: {outcome}); passed through"
+                )
+                passthrough = await anyio.to_thread.run_sync(self._passthrough, originals[i])
+                final.append(self._finish(passthrough, traces[i]))
+        return final
 
     async def aclose(self) -> None:
         """Close the cache and release the compressors."""
@@ -207,6 +283,75 @@ class Pipeline:
                 self._portal_cm = anyio.from_thread.start_blocking_portal()
                 self._portal = self._portal_cm.__enter__()
             return self._portal
+
+    async def _request_passages(
+        self, query: str | None, passages: Sequence[Passage], trace: _Trace
+    ) -> list[Passage]:
+        """The passages of one request: given or retrieved, validated, empty ones noted."""
+        if not passages and self.retriever is not None and query:
+            started = time.perf_counter()
+            hits = await anyio.to_thread.run_sync(self.retriever.search, query, self.top_k)
+            trace.add_time("retrieve", started)
+            passages = [hit.passage for hit in hits]
+        validated = self._validated(passages)
+        for i, passage in enumerate(validated):
+            if not passage.text.strip():
+                trace.notes.append(f"docs[{i}] is empty or whitespace; it is returned empty")
+        return validated
+
+    @staticmethod
+    def _finish(result: CompressionResult, trace: _Trace) -> CompressionResult:
+        return CompressionResult(
+            passages=result.passages,
+            method=result.method,
+            tokens_before=result.tokens_before,
+            tokens_after=result.tokens_after,
+            timings_ms=trace.timings_ms,
+            cache_hits=trace.hits,
+            cache_misses=trace.misses,
+            notes=(*trace.notes, *result.notes),
+            embeddings=result.embeddings,
+        )
+
+    async def _batch_analyses(
+        self,
+        compressor: BaseCompressor,
+        groups: list[list[Passage]],
+        traces: list[_Trace],
+        label: str,
+    ) -> list[list[Any] | None]:
+        """Analyses for several requests' passages from one cache read and one model pass.
+
+        ``None`` for a request means "let the compressor analyse it itself": the compressor
+        caches nothing, or the joint analysis failed (then each request meets its own error).
+        """
+        if compressor.analysis_artefact is None or not any(groups):
+            return [None] * len(groups)
+        try:
+            if self.cache is not None:
+                return list(await self._cached_analyses_many(compressor, groups, traces, label))
+            flat = [p for group in groups for p in group]
+            keys = [compressor.analysis_key(p) for p in flat]
+            first = _first_positions(keys)
+            unique = list(first)
+            started = time.perf_counter()
+            fresh = await anyio.to_thread.run_sync(
+                compressor.analyze, [flat[first[key]] for key in unique]
+            )
+            for trace in traces:
+                trace.add_time(f"{label}analyze", started)
+            by_key = dict(zip(unique, fresh, strict=True))
+            out: list[list[Any] | None] = []
+            offset = 0
+            for group in groups:
+                out.append([by_key[k] for k in keys[offset : offset + len(group)]])
+                offset += len(group)
+            return out
+        except Exception:  # noqa: BLE001 - retried request by request, where errors belong
+            if len(groups) == 1:
+                raise
+            logger.warning("joint analysis of %d requests failed; analysing each alone", len(groups))
+            return [None] * len(groups)
 
     def _validated(self, passages: Sequence[Passage]) -> list[Passage]:
         out = list(passages)
@@ -275,16 +420,33 @@ class Pipeline:
         trace: _Trace,
         label: str,
     ) -> list[Any]:
+        return (await self._cached_analyses_many(compressor, [passages], [trace], label))[0]
+
+    async def _cached_analyses_many(
+        self,
+        compressor: BaseCompressor,
+        groups: list[list[Passage]],
+        traces: list[_Trace],
+        label: str,
+    ) -> list[list[Any]]:
+        """Per request, the analyses of its passages: one cache read, one ``analyze`` call for
+        every miss of every request, one cache write.
+
+        A passage counts as a miss for the first request that needs it and is not cached, and
+        as a hit for any later request in the batch, as if the requests had run one by one.
+        """
         assert self.cache is not None and compressor.analysis_artefact is not None
         fingerprint = compressor.fingerprint()
+        flat = [p for group in groups for p in group]
         keys = [
             make_key(compressor.analysis_artefact, compressor.name, fingerprint, k)
-            for k in (compressor.analysis_key(p) for p in passages)
+            for k in (compressor.analysis_key(p) for p in flat)
         ]
         started = time.perf_counter()
         unique = list(dict.fromkeys(keys))
         blobs = dict(zip(unique, await self.cache.get_many(unique), strict=True))
-        trace.add_time(f"{label}cache_get", started)
+        for trace in traces:
+            trace.add_time(f"{label}cache_get", started)
         found: dict[str, Any] = {}
         for key, blob in blobs.items():
             if blob is None:
@@ -293,23 +455,36 @@ class Pipeline:
                 found[key] = compressor.decode_analysis(blob)
             except Exception:  # noqa: BLE001 - a corrupt entry is a miss, never a failure
                 logger.warning("unreadable cache entry %s; recomputing", key)
-        trace.hits += len(found)
         missing = [key for key in unique if key not in found]
-        trace.misses += len(missing)
+        seen = set(found)
+        offset = 0
+        for group, trace in zip(groups, traces, strict=True):
+            mine = list(dict.fromkeys(keys[offset : offset + len(group)]))
+            offset += len(group)
+            trace.hits += sum(key in seen for key in mine)
+            trace.misses += sum(key not in seen for key in mine)
+            seen.update(mine)
         if missing:
-            first_index = {key: keys.index(key) for key in missing}
+            first_index = _first_positions(keys)
             started = time.perf_counter()
             fresh = await anyio.to_thread.run_sync(
-                compressor.analyze, [passages[first_index[key]] for key in missing]
+                compressor.analyze, [flat[first_index[key]] for key in missing]
             )
-            trace.add_time(f"{label}analyze", started)
+            for trace in traces:
+                trace.add_time(f"{label}analyze", started)
             found.update(zip(missing, fresh, strict=True))
             started = time.perf_counter()
             await self.cache.set_many(
                 {key: compressor.encode_analysis(found[key]) for key in missing}
             )
-            trace.add_time(f"{label}cache_set", started)
-        return [found[key] for key in keys]
+            for trace in traces:
+                trace.add_time(f"{label}cache_set", started)
+        out: list[list[Any]] = []
+        offset = 0
+        for group in groups:
+            out.append([found[key] for key in keys[offset : offset + len(group)]])
+            offset += len(group)
+        return out
 
     def _passthrough(self, passages: list[Passage]) -> CompressionResult:
         counter = self.token_counter
@@ -323,6 +498,28 @@ class Pipeline:
             tokens_before=sum(counts),
             tokens_after=sum(counts),
         )
+
+
+def _first_positions(keys: list[str]) -> dict[str, int]:
+    """Each distinct key with the index of its first occurrence, in first-seen order."""
+    first: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        first.setdefault(key, index)
+    return first
+
+
+def _compress_each(
+    compressor: BaseCompressor,
+    jobs: list[tuple[str | None, list[Passage], CompressionOptions, list[Any] | None]],
+) -> list[CompressionResult | Exception]:
+    """Run one stage's selection for each request; an exception is that request's result."""
+    out: list[CompressionResult | Exception] = []
+    for query, passages, options, analyses in jobs:
+        try:
+            out.append(compressor.compress(query, passages, options, analyses=analyses))
+        except Exception as exc:  # noqa: BLE001 - per-request boundary, returned to the caller
+            out.append(exc)
+    return out
 
 
 def _compose(originals: list[Passage], results: list[CompressionResult]) -> CompressionResult:
