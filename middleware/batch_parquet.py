@@ -200,7 +200,7 @@ class ParquetSink:
     # -- schema ---------------------------------------------------------------------------
 
     def _output_schema(self, rows: list[dict[str, Any]]) -> pa.Schema:
-        inferred = pa.Table.from_pylist([_nulls_dropped(r) for r in rows]).schema
+        inferred = _infer_schema(rows)
         known = self._input_schema
         fields: dict[str, pa.Field] = {}
         for row in rows:
@@ -254,8 +254,22 @@ class ParquetSink:
         return pa.Table.from_pylist([_conform(r, schema) for r in rows], schema=schema)
 
 
-def _nulls_dropped(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if v is not None}
+def _infer_schema(rows: list[dict[str, Any]]) -> pa.Schema:
+    """Column types from the rows; a column whose values disagree follows the good records."""
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    fields = []
+    for name in names:
+        values = [r[name] for r in rows if r.get(name) is not None]
+        good = [r[name] for r in rows if r.get(name) is not None and r.get("error") is None]
+        for candidates in (values, good, values[:1]):
+            try:
+                fields.append(pa.field(name, pa.array(candidates).type))
+                break
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+                continue
+        else:
+            fields.append(pa.field(name, pa.null()))
+    return pa.schema(fields)
 
 
 def _complete(row: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
@@ -267,11 +281,15 @@ def _with_struct_nulls(value: Any, data_type: pa.DataType) -> Any:
     if value is None:
         return None
     if pa.types.is_struct(data_type) and isinstance(value, dict):
+        # Keys with no struct field stay in, so that losing them shows as a difference.
         return {
-            data_type.field(i).name: _with_struct_nulls(
-                value.get(data_type.field(i).name), data_type.field(i).type
-            )
-            for i in range(data_type.num_fields)
+            **value,
+            **{
+                data_type.field(i).name: _with_struct_nulls(
+                    value.get(data_type.field(i).name), data_type.field(i).type
+                )
+                for i in range(data_type.num_fields)
+            },
         }
     if pa.types.is_list(data_type) and isinstance(value, list | tuple):
         return [_with_struct_nulls(v, data_type.value_type) for v in value]

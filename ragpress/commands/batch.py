@@ -62,6 +62,13 @@ if TYPE_CHECKING:
     type=click.FloatRange(min=0),
     help="GPUs per Ray actor (default: 1 when the cluster has GPUs, else 0).",
 )
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Records between checkpoints of OUT (fsync, gzip member, Parquet part).",
+)
 @click.option("--resume", is_flag=True, help="Skip records whose id is already in OUT; append.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
@@ -82,6 +89,7 @@ def batch(
     engine: str,
     ray_address: str | None,
     gpus_per_worker: float | None,
+    checkpoint_every: int,
     resume: bool,
     overwrite: bool,
     quiet: bool,
@@ -136,6 +144,7 @@ def batch(
         workers=workers,
         batch_size=batch_size,
         resume=resume,
+        checkpoint_records=checkpoint_every,
         ray_address=ray_address,
         gpus_per_worker=gpus_per_worker,
     )
