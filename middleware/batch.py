@@ -9,7 +9,6 @@ an output line whose ``error`` says what is wrong and where; the run goes on.
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from collections import Counter

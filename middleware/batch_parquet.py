@@ -237,8 +237,7 @@ class ParquetSink:
                 if struct.field(i).name not in ("text", "spans")
             ]
         doc_fields = [
-            f if not pa.types.is_null(f.type) else pa.field(f.name, pa.string())
-            for f in doc_fields
+            f if not pa.types.is_null(f.type) else pa.field(f.name, pa.string()) for f in doc_fields
         ]
         doc_fields += [pa.field("text", pa.string()), pa.field("spans", _SPANS)]
         return pa.list_(pa.struct(doc_fields))
@@ -274,7 +273,9 @@ def _infer_schema(rows: list[dict[str, Any]]) -> pa.Schema:
 
 def _complete(row: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
     """What ``row`` reads back as from a table of ``schema`` when nothing is lost."""
-    return {name: _with_struct_nulls(row.get(name), schema.field(name).type) for name in schema.names}
+    return {
+        name: _with_struct_nulls(row.get(name), schema.field(name).type) for name in schema.names
+    }
 
 
 def _with_struct_nulls(value: Any, data_type: pa.DataType) -> Any:

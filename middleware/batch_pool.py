@@ -44,7 +44,9 @@ class PipelineFactory(Protocol):
     ``device`` overrides the model device (a GPU actor passes ``"cuda"``).
     """
 
-    def __call__(self, *, device: str | None = None) -> Pipeline: ...
+    def __call__(self, *, device: str | None = None) -> Pipeline:
+        """A new pipeline, its model on ``device`` when given."""
+        ...
 
 
 class WorkerFailedError(RagpressError):
@@ -68,7 +70,9 @@ class _Worker:
 _worker: _Worker | None = None
 
 
-def _start_worker(factory: PipelineFactory, options: CompressionOptions | None, threads: int) -> None:
+def _start_worker(
+    factory: PipelineFactory, options: CompressionOptions | None, threads: int
+) -> None:
     """Process initializer: load the pipeline once; keep a start-up error for the first task."""
     global _worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
@@ -100,9 +104,7 @@ def _compress(batch: list[NumberedRecord]) -> tuple[list[dict[str, Any]], BatchR
         raise _worker.error
     assert _worker.pipeline is not None
     report = BatchReport()
-    records = _worker.portal.call(
-        process_batch, batch, _worker.pipeline, _worker.options, report
-    )
+    records = _worker.portal.call(process_batch, batch, _worker.pipeline, _worker.options, report)
     return records, report
 
 

@@ -48,7 +48,7 @@ _BATCHES_PER_BLOCK = 4
 _READ_CPUS = 0.5
 
 
-class _MicroBatchSource(Datasource):  # type: ignore[misc]
+class _MicroBatchSource(Datasource):
     """Streams the input as blocks of pickled micro-batches: one row per micro-batch."""
 
     def __init__(
@@ -57,7 +57,7 @@ class _MicroBatchSource(Datasource):  # type: ignore[misc]
         batch_size: int,
         skip: Callable[[str], bool] | None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._source = source
         self._batch_size = batch_size
         self._skip = skip
@@ -84,7 +84,7 @@ class _MicroBatchSource(Datasource):  # type: ignore[misc]
                 yield pa.table({"batch": pa.array(rows, pa.large_binary())})
 
         metadata = BlockMetadata(
-            num_rows=None, size_bytes=None, input_files=[source.path], exec_stats=None
+            num_rows=None, size_bytes=None, input_files=(source.path,), exec_stats=None
         )
         return [ReadTask(read, metadata)]
 
@@ -154,7 +154,8 @@ def run_ray(
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
     if gpus_per_worker is None:
-        gpus_per_worker = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        gpus = ray.cluster_resources().get("GPU", 0)  # type: ignore[no-untyped-call]
+        gpus_per_worker = 1.0 if gpus >= 1 else 0.0
     report = BatchReport(skipped=skipped)
     if on_progress is not None and skipped:
         on_progress(skipped)

@@ -347,10 +347,12 @@ class Pipeline:
                 out.append([by_key[k] for k in keys[offset : offset + len(group)]])
                 offset += len(group)
             return out
-        except Exception:  # noqa: BLE001 - retried request by request, where errors belong
+        except Exception:
             if len(groups) == 1:
                 raise
-            logger.warning("joint analysis of %d requests failed; analysing each alone", len(groups))
+            logger.warning(
+                "joint analysis of %d requests failed; analysing each alone", len(groups)
+            )
             return [None] * len(groups)
 
     def _validated(self, passages: Sequence[Passage]) -> list[Passage]:
@@ -429,11 +431,11 @@ class Pipeline:
         traces: list[_Trace],
         label: str,
     ) -> list[list[Any]]:
-        """Per request, the analyses of its passages: one cache read, one ``analyze`` call for
-        every miss of every request, one cache write.
+        """Per request, the analyses of its passages, from one cache read and one model pass.
 
-        A passage counts as a miss for the first request that needs it and is not cached, and
-        as a hit for any later request in the batch, as if the requests had run one by one.
+        Every miss of every request goes into one ``analyze`` call, then one cache write. A
+        passage counts as a miss for the first request that needs it and is not cached, and as
+        a hit for any later request in the batch, as if the requests had run one by one.
         """
         assert self.cache is not None and compressor.analysis_artefact is not None
         fingerprint = compressor.fingerprint()

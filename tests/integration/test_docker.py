@@ -108,9 +108,9 @@ def test_compose_sets_only_real_settings(compose: dict) -> None:
 
 
 def test_images_are_pinned_non_root_and_multi_stage() -> None:
-    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
-        "optional-dependencies"
-    ])
+    extras = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    )
     for dockerfile in DOCKERFILES:
         text = dockerfile.read_text()
         images = re.findall(r"^ARG \w+_IMAGE=(\S+)$", text, re.M)

@@ -57,8 +57,7 @@ class HashingFactory:
 
 def lines_of(records: list) -> list[tuple[int, bytes]]:
     return [
-        (i, r if isinstance(r, bytes) else json.dumps(r).encode())
-        for i, r in enumerate(records, 1)
+        (i, r if isinstance(r, bytes) else json.dumps(r).encode()) for i, r in enumerate(records, 1)
     ]
 
 
@@ -101,8 +100,14 @@ async def test_acompress_many_equals_one_by_one_with_one_model_pass(fake_embedde
         for r in records
     ]
     bad = CompressRequest("q", [Passage("a b c " * 50)], CompressionOptions(target_tokens=1))
-    requests.insert(2, CompressRequest("q", [Passage("keep ACME. other words.")],
-                                       CompressionOptions(target_tokens=1, keep=("ACME",))))
+    requests.insert(
+        2,
+        CompressRequest(
+            "q",
+            [Passage("keep ACME. other words.")],
+            CompressionOptions(target_tokens=1, keep=("ACME",)),
+        ),
+    )
     requests.append(bad)
     together = build_pipeline(settings, embedder=fake_embedder)
     results = await together.acompress_many(requests)

@@ -35,8 +35,11 @@ def records(n: int) -> list[dict]:
             "question": "Where is the tower?",
             "answers": ["Paris"],
             "docs": [
-                {"title": "Tower", "text": f"The tower is in Paris. It is {i} metres tall. "
-                 "Bread is baked daily.", "score": 0.5 + i},
+                {
+                    "title": "Tower",
+                    "text": f"The tower is in Paris. It is {i} metres tall. Bread is baked daily.",
+                    "score": 0.5 + i,
+                },
                 {"title": "Bread", "text": "Bread needs flour. Yeast makes dough rise."},
             ],
         }
@@ -100,8 +103,9 @@ def test_parquet_round_trip(tmp_path: Path) -> None:
     jsonl_source.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     target = tmp_path / "out.parquet"
-    report = run_job(BatchJob(str(source), str(target), batch_size=4, checkpoint_records=4),
-                     Factory())
+    report = run_job(
+        BatchJob(str(source), str(target), batch_size=4, checkpoint_records=4), Factory()
+    )
     assert report.records == 9 and report.errors == 1
     assert not Path(f"{target}.parts").exists()
     table = pq.read_table(target)
