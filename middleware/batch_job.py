@@ -112,6 +112,13 @@ def run_job(
         checkpoint_records=job.checkpoint_records,
     )
     skip = done if done else None
+    shared: dict[str, Any] = {
+        "options": job.options,
+        "workers": job.workers,
+        "batch_size": job.batch_size,
+        "skip": skip,
+        "on_progress": on_progress,
+    }
     try:
         if job.engine == "ray":
             from ragpress.middleware.batch_ray import run_ray
@@ -120,28 +127,15 @@ def run_job(
                 source,
                 factory,
                 sink.write,
-                options=job.options,
-                workers=job.workers,
-                batch_size=job.batch_size,
-                skip=skip,
                 skipped=done.total,
-                on_progress=on_progress,
                 address=job.ray_address,
                 gpus_per_worker=job.gpus_per_worker,
+                **shared,
             )
         elif job.workers > 1:
             from ragpress.middleware.batch_pool import run_processes
 
-            report = run_processes(
-                source.records(),
-                factory,
-                sink.write,
-                options=job.options,
-                workers=job.workers,
-                batch_size=job.batch_size,
-                skip=skip,
-                on_progress=on_progress,
-            )
+            report = run_processes(source.records(), factory, sink.write, **shared)
         else:
             report = anyio.run(
                 functools.partial(_run_here, job, factory, source.records(), sink.write),

@@ -182,6 +182,8 @@ class ParquetSink:
     def suspend(self) -> None:
         """Write the buffered rows as a part and leave the parts for ``--resume``."""
         self.checkpoint()
+        if not any(self._parts.iterdir()):
+            self._parts.rmdir()  # nothing was written: leave no trace that blocks a new run
 
     def close(self) -> None:
         """Join the parts into the final file and remove them."""

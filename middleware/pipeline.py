@@ -332,21 +332,9 @@ class Pipeline:
                 return list(await self._cached_analyses_many(compressor, groups, traces, label))
             flat = [p for group in groups for p in group]
             keys = [compressor.analysis_key(p) for p in flat]
-            first = _first_positions(keys)
-            unique = list(first)
-            started = time.perf_counter()
-            fresh = await anyio.to_thread.run_sync(
-                compressor.analyze, [flat[first[key]] for key in unique]
-            )
-            for trace in traces:
-                trace.add_time(f"{label}analyze", started)
-            by_key = dict(zip(unique, fresh, strict=True))
-            out: list[list[Any] | None] = []
-            offset = 0
-            for group in groups:
-                out.append([by_key[k] for k in keys[offset : offset + len(group)]])
-                offset += len(group)
-            return out
+            unique = list(_first_positions(keys))
+            by_key = await self._analyze(compressor, flat, keys, unique, traces, label)
+            return list(_per_group(groups, keys, by_key))
         except Exception:
             if len(groups) == 1:
                 raise
@@ -467,26 +455,33 @@ class Pipeline:
             trace.misses += sum(key not in seen for key in mine)
             seen.update(mine)
         if missing:
-            first_index = _first_positions(keys)
-            started = time.perf_counter()
-            fresh = await anyio.to_thread.run_sync(
-                compressor.analyze, [flat[first_index[key]] for key in missing]
-            )
-            for trace in traces:
-                trace.add_time(f"{label}analyze", started)
-            found.update(zip(missing, fresh, strict=True))
+            found.update(await self._analyze(compressor, flat, keys, missing, traces, label))
             started = time.perf_counter()
             await self.cache.set_many(
                 {key: compressor.encode_analysis(found[key]) for key in missing}
             )
             for trace in traces:
                 trace.add_time(f"{label}cache_set", started)
-        out: list[list[Any]] = []
-        offset = 0
-        for group in groups:
-            out.append([found[key] for key in keys[offset : offset + len(group)]])
-            offset += len(group)
-        return out
+        return _per_group(groups, keys, found)
+
+    @staticmethod
+    async def _analyze(
+        compressor: BaseCompressor,
+        flat: list[Passage],
+        keys: list[str],
+        wanted: list[str],
+        traces: list[_Trace],
+        label: str,
+    ) -> dict[str, Any]:
+        """One ``analyze`` call for the passages behind ``wanted`` keys, by key."""
+        first = _first_positions(keys)
+        started = time.perf_counter()
+        fresh = await anyio.to_thread.run_sync(
+            compressor.analyze, [flat[first[key]] for key in wanted]
+        )
+        for trace in traces:
+            trace.add_time(f"{label}analyze", started)
+        return dict(zip(wanted, fresh, strict=True))
 
     def _passthrough(self, passages: list[Passage]) -> CompressionResult:
         counter = self.token_counter
@@ -500,6 +495,18 @@ class Pipeline:
             tokens_before=sum(counts),
             tokens_after=sum(counts),
         )
+
+
+def _per_group(
+    groups: list[list[Passage]], keys: list[str], by_key: dict[str, Any]
+) -> list[list[Any]]:
+    """Split per-key values back into one list per request (``keys`` is the flat order)."""
+    out: list[list[Any]] = []
+    offset = 0
+    for group in groups:
+        out.append([by_key[key] for key in keys[offset : offset + len(group)]])
+        offset += len(group)
+    return out
 
 
 def _first_positions(keys: list[str]) -> dict[str, int]:
