@@ -15,6 +15,7 @@ Pipelines:
 Usage:
   python bench/batch.py                      # the default suite (a few minutes on 2 cores)
   python bench/batch.py --memory 200000      # + peak RSS on a 200k-record corpus vs 20k
+  python bench/batch.py --engine ray         # the throughput rows on a local Ray instead
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ def one(args: argparse.Namespace) -> None:
         )
         wall = time.perf_counter() - started
     # Steady state: from the first finished micro-batch to the last (model loads excluded).
-    (t0, n0), (t1, n1) = marks[0], marks[-1]
+    (t0, n0), (t1, n1) = (marks[0], marks[-1]) if marks else ((0.0, 0), (0.0, 0))
     steady = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
     tokens_per_record = report.tokens_before / max(report.records, 1)
     stop.set()
@@ -208,6 +209,7 @@ def one(args: argparse.Namespace) -> None:
             {
                 "pipeline": args.pipeline,
                 "engine": args.engine,
+                "output": args.output_suffix,
                 "workers": args.workers,
                 "batch_size": args.batch_size,
                 "records": report.records,
@@ -232,7 +234,7 @@ def run(corpus: Path, **config: object) -> dict:
         raise SystemExit(done.stderr[-3000:])
     row = json.loads(done.stdout.strip().splitlines()[-1])
     print(
-        f"{row['pipeline']:8} {row['engine']:5} workers={row['workers']} "
+        f"{row['pipeline']:8} {row['engine']:5} {row['output']:9} workers={row['workers']} "
         f"batch={row['batch_size']:<3} records={row['records']:>7,}  "
         f"{row['records_per_s']:>8,.1f} rec/s  {row['tokens_per_s']:>10,} tok/s  "
         f"(wall {row['wall_s']:>6.1f} s with start-up)  "
@@ -261,6 +263,7 @@ def main() -> None:
     if args.one:
         one(args)
         return
+    engine = args.engine  # --engine ray runs the throughput rows on a local Ray
     with tempfile.TemporaryDirectory() as folder:
         corpora: dict[int, Path] = {}
 
@@ -273,14 +276,14 @@ def main() -> None:
         print(f"cores: {os.cpu_count()}; each row is a fresh process\n")
         print("framework (echo pipeline): workers")
         for workers in (1, 2, 4):
-            run(corpus(args.framework_records), pipeline="echo", workers=workers)
+            run(corpus(args.framework_records), pipeline="echo", workers=workers, engine=engine)
         print("\nsentence selection, hashing embedder: workers")
         for workers in (1, 2):
-            run(corpus(args.hashing_records), pipeline="hashing", workers=workers)
+            run(corpus(args.hashing_records), pipeline="hashing", workers=workers, engine=engine)
         print("\nsentence selection, all-MiniLM-L6-v2: micro-batch size and workers")
         for workers, batch_size in ((1, 1), (1, 16), (2, 16)):
             run(corpus(args.minilm_records), pipeline="minilm", workers=workers,
-                batch_size=batch_size)  # fmt: skip
+                batch_size=batch_size, engine=engine)  # fmt: skip
         if args.memory:
             print(f"\nmemory flatness (echo pipeline): {args.memory // 10:,} vs {args.memory:,}")
             for n in (args.memory // 10, args.memory):

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["run_ray"]
 
 _BATCHES_PER_BLOCK = 4
-_READ_CPUS = 0.5
+_READ_CPUS = 0
 
 
 class _MicroBatchSource(Datasource):
@@ -163,8 +163,9 @@ def run_ray(
     dataset = ray.data.read_datasource(
         _MicroBatchSource(source, batch_size, skip),
         override_num_blocks=1,
-        # Reading is light. A CPU share unlike the actors' also keeps Ray from fusing the
-        # read into the actor stage, where one read task would feed a single actor.
+        # Reading is light: it takes no CPU slot, so N actors fit on N CPUs. Resources unlike
+        # the actors' also keep Ray from fusing the read into the actor stage, where the one
+        # read task would feed a single actor.
         num_cpus=_READ_CPUS,
     ).map_batches(
         _CompressActor,

@@ -146,8 +146,7 @@ def test_ray_engine_gives_the_local_output_and_shares_the_redis_cache(
     local = tmp_path / "local.jsonl"
     run_job(BatchJob(str(source), str(local), batch_size=8), factory({"backend": "none"}))
 
-    # Logical CPUs: two one-CPU actors and the half-CPU reader (Ray only counts them).
-    ray.init(num_cpus=3, include_dashboard=False, configure_logging=False)
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
     try:
         on_ray = tmp_path / "ray.parquet"
         report = run_job(
@@ -178,3 +177,26 @@ def test_ray_engine_gives_the_local_output_and_shares_the_redis_cache(
     again = run_job(BatchJob(str(source), str(tmp_path / "again.jsonl")), factory(redis))
     assert again.cache_misses == 0 and again.cache_hits > 0
     assert comparable(read_any(tmp_path / "again.jsonl")) == comparable(read_any(local))
+
+
+@pytest.mark.gpu
+def test_ray_gpu_actors_give_the_cpu_output(tmp_path: Path) -> None:
+    """On a GPU machine the actors take a GPU each and load the model there."""
+    ray = pytest.importorskip("ray")
+    source = write_jsonl(tmp_path / "in.jsonl", corpus(24))
+    factory = SettingsPipelineFactory(RagpressSettings(_env_file=None, cache={"backend": "none"}))
+    run_job(BatchJob(str(source), str(tmp_path / "cpu.jsonl"), batch_size=8), factory)
+    ray.init(include_dashboard=False, configure_logging=False)
+    try:
+        assert ray.cluster_resources().get("GPU", 0) >= 1
+        run_job(
+            BatchJob(str(source), str(tmp_path / "gpu.jsonl"), engine="ray", batch_size=8),
+            factory,
+        )
+    finally:
+        ray.shutdown()
+    cpu, gpu = read_any(tmp_path / "cpu.jsonl"), read_any(tmp_path / "gpu.jsonl")
+    assert [r["id"] for r in gpu] == [r["id"] for r in cpu]
+    # fp32 on another device may tip a near tie; nearly every record selects the same text.
+    same = sum(a["context"] == b["context"] for a, b in zip(cpu, gpu, strict=True))
+    assert same >= 0.9 * len(cpu)
