@@ -142,6 +142,13 @@ def run_job(
                 skip,
                 on_progress,
             )
+    except BaseExceptionGroup as group:
+        sink.suspend()
+        # A task group wraps what one task raised; the caller wants that error itself
+        # (a KeyboardInterrupt above all, which the CLI turns into a clean stop).
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     except BaseException:
         sink.suspend()
         raise

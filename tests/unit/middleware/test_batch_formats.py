@@ -168,3 +168,38 @@ def test_parquet_values_without_json_types_are_written_to_jsonl_readably(tmp_pat
     target = tmp_path / "out.jsonl"
     run_job(BatchJob(str(source), str(target)), Factory())
     assert read_jsonl(target)[0]["at"] == "2024-05-01T12:30:00+00:00"
+
+
+@dataclass(frozen=True)
+class InterruptedFactory:
+    """Ctrl-C arrives while the third micro-batch is being compressed."""
+
+    def __call__(self, *, device: str | None = None):
+        pipeline = Factory()()
+        calls = iter(range(1_000_000))
+        real = pipeline.acompress_many
+
+        async def acompress_many(requests):
+            if next(calls) == 2:
+                raise KeyboardInterrupt
+            return await real(requests)
+
+        pipeline.acompress_many = acompress_many  # type: ignore[method-assign]
+        return pipeline
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".parquet"])
+def test_ctrl_c_leaves_a_resumable_output(tmp_path: Path, suffix: str) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records(20)))
+    target = tmp_path / f"out{suffix}"
+    job = BatchJob(str(source), str(target), batch_size=4, concurrency=1, checkpoint_records=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(job, InterruptedFactory())
+    done = completed_keys(str(target))
+    written = len(done)  # whole micro-batches that reached the file before the interrupt
+    assert written in (4, 8) and set(done) == {f"id:{i}" for i in range(written)}
+    report = run_job(BatchJob(**{**job.__dict__, "resume": True}), Factory())
+    assert report.skipped == written and report.records == 20 - written
+    rows = pq.read_table(target).to_pylist() if suffix == ".parquet" else read_jsonl(target)
+    assert [r["id"] for r in rows] == list(range(20))
