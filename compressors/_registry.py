@@ -6,4 +6,6 @@ __all__ = ["COMPRESSORS"]
 
 COMPRESSORS: dict[str, str] = {
     "sentence_selection": "ragpress.compressors.sentence_selection:SentenceSelectionCompressor",
+    "exit": "ragpress.compressors.exit:ExitCompressor",
+    "compllm": "ragpress.compressors.compllm:CompLLMCompressor",
 }

@@ -11,14 +11,21 @@ A compressor's work splits in two:
 
 Compressors with nothing worth caching leave :attr:`BaseCompressor.analysis_artefact` as
 ``None`` and ignore the ``analyses`` argument.
+
+The unit of caching is a passage by default. A compressor whose analysis is made of independent
+parts (CompLLM's concept embeddings per token segment) splits each passage into
+:class:`AnalysisUnit` s with :meth:`BaseCompressor.analysis_units`; the pipeline then caches and
+computes per unit, so a passage that shares segments with one seen before only analyses the new
+segments, and :meth:`BaseCompressor.join_analyses` puts a passage's parts back together.
 """
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ragpress.exceptions import ConfigurationError
 from ragpress.hashing import content_hash, fingerprint_of
@@ -28,9 +35,19 @@ if TYPE_CHECKING:
 
     from ragpress.types import CompressionOptions, CompressionResult, Passage
 
-__all__ = ["CONFIG_FILE", "BaseCompressor"]
+__all__ = ["CONFIG_FILE", "AnalysisUnit", "BaseCompressor"]
 
 CONFIG_FILE = "ragpress_compressor.json"
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisUnit:
+    """One independently cacheable part of a passage's analysis."""
+
+    key: str
+    """Content digest of what the analysis reads; it enters the cache key."""
+    item: Any
+    """What :meth:`BaseCompressor.analyze_units` receives for this unit."""
 
 
 class BaseCompressor(ABC):
@@ -51,6 +68,9 @@ class BaseCompressor(ABC):
     """Constructor arguments that take live objects (e.g. ``embedder``), not configuration."""
     analysis_artefact: ClassVar[str | None] = None
     """Cache artefact name of the per-passage analysis, or ``None`` when there is none."""
+    output_kind: ClassVar[Literal["text", "embeddings"]] = "text"
+    """``"embeddings"`` for compressors whose output is ``CompressionResult.embeddings`` (soft
+    prompts that only a model taking ``inputs_embeds`` can read), not text."""
 
     _fingerprint: str | None = None
 
@@ -90,12 +110,30 @@ class BaseCompressor(ABC):
         """
         return [None] * len(passages)
 
+    def analysis_units(self, passages: Sequence[Passage]) -> list[list[AnalysisUnit]]:
+        """Split each passage into independently cacheable analysis units.
+
+        The default makes each passage one unit keyed by :meth:`analysis_key`, analysed by
+        :meth:`analyze`.
+        """
+        return [[AnalysisUnit(self.analysis_key(p), p)] for p in passages]
+
+    def analyze_units(self, items: Sequence[Any]) -> list[Any]:
+        """Analyse the items of :class:`AnalysisUnit` s (one result each, batched)."""
+        return self.analyze(items)
+
+    def join_analyses(
+        self, passage: Passage, units: Sequence[AnalysisUnit], parts: Sequence[Any]
+    ) -> Any:
+        """A passage's analysis from the analyses of its units (default: the single part)."""
+        return parts[0]
+
     def encode_analysis(self, analysis: Any) -> bytes:
-        """Serialise one analysis for the cache (never with pickle)."""
+        """Serialise one unit's analysis for the cache (never with pickle)."""
         raise NotImplementedError(f"{type(self).__name__} has no cacheable analysis")
 
     def decode_analysis(self, data: bytes) -> Any:
-        """Inverse of :meth:`encode_analysis`."""
+        """Inverse of :meth:`encode_analysis` (per unit when :meth:`analysis_units` splits)."""
         raise NotImplementedError(f"{type(self).__name__} has no cacheable analysis")
 
     @abstractmethod

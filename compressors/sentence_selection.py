@@ -30,8 +30,9 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ragpress.compressors._keep import keep_exceeds_budget, units_holding
 from ragpress.compressors.base import BaseCompressor
-from ragpress.exceptions import BudgetError, ConfigurationError, MissingDependencyError
+from ragpress.exceptions import ConfigurationError, MissingDependencyError
 from ragpress.provenance import join_spans
 from ragpress.segmentation import DEFAULT_MAX_SENTENCE_CHARS, split_sentences
 from ragpress.tokens import DEFAULT_ENCODING, get_token_counter
@@ -377,18 +378,10 @@ class SentenceSelectionCompressor(BaseCompressor):
         keep: Sequence[str],
     ) -> list[set[int]]:
         """Indices of sentences that overlap an occurrence of a ``keep`` string."""
-        forced: list[set[int]] = [set() for _ in passages]
-        if not keep:
-            return forced
-        for i, (passage, a) in enumerate(zip(passages, analyses, strict=True)):
-            for needle in keep:
-                start = passage.text.find(needle)
-                while start != -1:
-                    end = start + len(needle)
-                    hits = np.nonzero((a.spans[:, 0] < end) & (a.spans[:, 1] > start))[0]
-                    forced[i].update(int(k) for k in hits)
-                    start = passage.text.find(needle, start + 1)
-        return forced
+        return [
+            units_holding(p.text, a.spans.tolist(), keep)
+            for p, a in zip(passages, analyses, strict=True)
+        ]
 
 
 def _select(
@@ -410,12 +403,7 @@ def _select(
     chosen = [set(f) for f in forced]
     spent = sum(int(a.tokens[k]) for a, f in zip(analyses, forced, strict=True) for k in f)
     if spent > budget:
-        raise BudgetError(
-            f"the sentences holding keep={list(options.keep)!r} need {spent} tokens, more than "
-            f"the budget of {budget}; raise the budget (lower target_ratio, higher rate or "
-            "target_tokens) or shorten keep",
-            param="keep",
-        )
+        raise keep_exceeds_budget(options.keep, spent, budget)
     queues = [
         [int(k) for k in np.argsort(-s, kind="stable") if int(k) not in chosen[i]]
         for i, s in enumerate(scores)

@@ -21,7 +21,11 @@ import anyio.from_thread
 import anyio.to_thread
 
 from ragpress.cache.keys import make_key
-from ragpress.exceptions import MissingDependencyError, RequestValidationError
+from ragpress.exceptions import (
+    ConfigurationError,
+    MissingDependencyError,
+    RequestValidationError,
+)
 from ragpress.provenance import compose_spans
 from ragpress.types import CompressedPassage, CompressionOptions, CompressionResult, Passage
 
@@ -107,6 +111,13 @@ class Pipeline:
     ) -> None:
         if not stages:
             raise ValueError("a pipeline needs at least one stage")
+        for stage in stages[:-1]:
+            if stage.compressor.output_kind != "text":
+                raise ConfigurationError(
+                    f"{stage.compressor.name!r} emits {stage.compressor.output_kind}, not text, so "
+                    "no stage can follow it; put it last in the chain (e.g. "
+                    f"sentence_selection+{stage.compressor.name})"
+                )
         self.stages = tuple(stages)
         self.cache = cache
         self.defaults = defaults or CompressionOptions()
@@ -118,6 +129,11 @@ class Pipeline:
         self._portal: BlockingPortal | None = None
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._portal_lock = threading.Lock()
+
+    @property
+    def output_kind(self) -> Literal["text", "embeddings"]:
+        """``"embeddings"`` when the last stage emits soft embeddings instead of text."""
+        return self.stages[-1].compressor.output_kind
 
     @property
     def method(self) -> str:
@@ -328,13 +344,7 @@ class Pipeline:
         if compressor.analysis_artefact is None or not any(groups):
             return [None] * len(groups)
         try:
-            if self.cache is not None:
-                return list(await self._cached_analyses_many(compressor, groups, traces, label))
-            flat = [p for group in groups for p in group]
-            keys = [compressor.analysis_key(p) for p in flat]
-            unique = list(_first_positions(keys))
-            by_key = await self._analyze(compressor, flat, keys, unique, traces, label)
-            return list(_per_group(groups, keys, by_key))
+            return list(await self._analyses_many(compressor, groups, traces, label))
         except Exception:
             if len(groups) == 1:
                 raise
@@ -410,9 +420,10 @@ class Pipeline:
         trace: _Trace,
         label: str,
     ) -> list[Any]:
-        return (await self._cached_analyses_many(compressor, [passages], [trace], label))[0]
+        """Per-passage analyses from the cache or fresh (see :meth:`_analyses_many`)."""
+        return (await self._analyses_many(compressor, [passages], [trace], label))[0]
 
-    async def _cached_analyses_many(
+    async def _analyses_many(
         self,
         compressor: BaseCompressor,
         groups: list[list[Passage]],
@@ -421,20 +432,58 @@ class Pipeline:
     ) -> list[list[Any]]:
         """Per request, the analyses of its passages, from one cache read and one model pass.
 
-        Every miss of every request goes into one ``analyze`` call, then one cache write. A
-        passage counts as a miss for the first request that needs it and is not cached, and as
-        a hit for any later request in the batch, as if the requests had run one by one.
+        A unit is a passage, or a segment of one (:meth:`BaseCompressor.analysis_units`). Every
+        unit of every request is read from the cache in one batch (when there is a cache), the
+        misses are analysed together (each distinct unit once, one ``analyze_units`` call) and
+        written back in one batch. A unit counts as a miss for the first request that needs it
+        and is not cached, and as a hit for any later request, as if they ran one by one.
         """
-        assert self.cache is not None and compressor.analysis_artefact is not None
-        fingerprint = compressor.fingerprint()
+        assert compressor.analysis_artefact is not None
+        artefact, owner, fingerprint = (
+            compressor.analysis_artefact,
+            compressor.name,
+            compressor.fingerprint(),
+        )
         flat = [p for group in groups for p in group]
-        keys = [
-            make_key(compressor.analysis_artefact, compressor.name, fingerprint, k)
-            for k in (compressor.analysis_key(p) for p in flat)
+        units = await anyio.to_thread.run_sync(compressor.analysis_units, flat)
+        keys = [[make_key(artefact, owner, fingerprint, u.key) for u in pu] for pu in units]
+        items: dict[str, Any] = {}
+        for passage_units, passage_keys in zip(units, keys, strict=True):
+            for unit, key in zip(passage_units, passage_keys, strict=True):
+                items.setdefault(key, unit.item)
+        unique = list(items)
+        found = await self._cache_read(compressor, unique, traces, label)
+        missing = [key for key in unique if key not in found]
+        if self.cache is not None:
+            seen = set(found)
+            for group_keys, trace in zip(_split(keys, groups), traces, strict=True):
+                mine = list(dict.fromkeys(k for passage_keys in group_keys for k in passage_keys))
+                trace.hits += sum(key in seen for key in mine)
+                trace.misses += sum(key not in seen for key in mine)
+                seen.update(mine)
+        if missing:
+            started = time.perf_counter()
+            fresh = await anyio.to_thread.run_sync(
+                compressor.analyze_units, [items[key] for key in missing]
+            )
+            for trace in traces:
+                trace.add_time(f"{label}analyze", started)
+            found.update(zip(missing, fresh, strict=True))
+            await self._cache_write(compressor, {key: found[key] for key in missing}, traces, label)
+        joined = [
+            compressor.join_analyses(passage, passage_units, [found[k] for k in passage_keys])
+            for passage, passage_units, passage_keys in zip(flat, units, keys, strict=True)
         ]
+        return _split(joined, groups)
+
+    async def _cache_read(
+        self, compressor: BaseCompressor, keys: list[str], traces: list[_Trace], label: str
+    ) -> dict[str, Any]:
+        """The decoded analyses the cache holds for ``keys`` (none without a cache)."""
+        if self.cache is None or not keys:
+            return {}
         started = time.perf_counter()
-        unique = list(dict.fromkeys(keys))
-        blobs = dict(zip(unique, await self.cache.get_many(unique), strict=True))
+        blobs = dict(zip(keys, await self.cache.get_many(keys), strict=True))
         for trace in traces:
             trace.add_time(f"{label}cache_get", started)
         found: dict[str, Any] = {}
@@ -445,43 +494,25 @@ class Pipeline:
                 found[key] = compressor.decode_analysis(blob)
             except Exception:  # noqa: BLE001 - a corrupt entry is a miss, never a failure
                 logger.warning("unreadable cache entry %s; recomputing", key)
-        missing = [key for key in unique if key not in found]
-        seen = set(found)
-        offset = 0
-        for group, trace in zip(groups, traces, strict=True):
-            mine = list(dict.fromkeys(keys[offset : offset + len(group)]))
-            offset += len(group)
-            trace.hits += sum(key in seen for key in mine)
-            trace.misses += sum(key not in seen for key in mine)
-            seen.update(mine)
-        if missing:
-            found.update(await self._analyze(compressor, flat, keys, missing, traces, label))
-            started = time.perf_counter()
-            await self.cache.set_many(
-                {key: compressor.encode_analysis(found[key]) for key in missing}
-            )
-            for trace in traces:
-                trace.add_time(f"{label}cache_set", started)
-        return _per_group(groups, keys, found)
+        return found
 
-    @staticmethod
-    async def _analyze(
+    async def _cache_write(
+        self,
         compressor: BaseCompressor,
-        flat: list[Passage],
-        keys: list[str],
-        wanted: list[str],
+        fresh: dict[str, Any],
         traces: list[_Trace],
         label: str,
-    ) -> dict[str, Any]:
-        """One ``analyze`` call for the passages behind ``wanted`` keys, by key."""
-        first = _first_positions(keys)
+    ) -> None:
+        """Store freshly computed analyses (serialising off the event loop)."""
+        if self.cache is None:
+            return
         started = time.perf_counter()
-        fresh = await anyio.to_thread.run_sync(
-            compressor.analyze, [flat[first[key]] for key in wanted]
+        encoded = await anyio.to_thread.run_sync(  # serialising is compute (and GPU syncs)
+            lambda: {key: compressor.encode_analysis(value) for key, value in fresh.items()}
         )
+        await self.cache.set_many(encoded)
         for trace in traces:
-            trace.add_time(f"{label}analyze", started)
-        return dict(zip(wanted, fresh, strict=True))
+            trace.add_time(f"{label}cache_set", started)
 
     def _passthrough(self, passages: list[Passage]) -> CompressionResult:
         counter = self.token_counter
@@ -497,24 +528,14 @@ class Pipeline:
         )
 
 
-def _per_group(
-    groups: list[list[Passage]], keys: list[str], by_key: dict[str, Any]
-) -> list[list[Any]]:
-    """Split per-key values back into one list per request (``keys`` is the flat order)."""
+def _split(flat: list[Any], groups: list[list[Passage]]) -> list[list[Any]]:
+    """Cut a flat per-passage list back into one list per request."""
     out: list[list[Any]] = []
     offset = 0
     for group in groups:
-        out.append([by_key[key] for key in keys[offset : offset + len(group)]])
+        out.append(flat[offset : offset + len(group)])
         offset += len(group)
     return out
-
-
-def _first_positions(keys: list[str]) -> dict[str, int]:
-    """Each distinct key with the index of its first occurrence, in first-seen order."""
-    first: dict[str, int] = {}
-    for index, key in enumerate(keys):
-        first.setdefault(key, index)
-    return first
 
 
 def _compress_each(

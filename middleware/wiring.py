@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 from ragpress.cache.base import CacheStore, NullCache
 from ragpress.cache.memory import MemoryCache
 from ragpress.compressors import compressor_class, load_compressor
-from ragpress.config import CacheSettings, RagpressSettings
+from ragpress.config import CacheSettings, EmbedderSettings, RagpressSettings
+from ragpress.exceptions import ConfigurationError
 from ragpress.middleware.cache_policy import FailOpenCache
 from ragpress.middleware.pipeline import Pipeline, Stage
 from ragpress.tokens import get_token_counter
@@ -15,9 +16,17 @@ from ragpress.types import CompressionOptions
 
 if TYPE_CHECKING:
     from ragpress.compressors.base import BaseCompressor
-    from ragpress.types import Embedder
+    from ragpress.retrieval.faiss import FaissRetriever
+    from ragpress.types import Embedder, Retriever
 
-__all__ = ["build_cache", "build_compressor", "build_pipeline", "default_options"]
+__all__ = [
+    "build_cache",
+    "build_compressor",
+    "build_embedder",
+    "build_pipeline",
+    "build_retriever",
+    "default_options",
+]
 
 
 def build_pipeline(
@@ -25,6 +34,7 @@ def build_pipeline(
     *,
     cache: CacheStore | None = None,
     embedder: Embedder | None = None,
+    retriever: Retriever | None = None,
 ) -> Pipeline:
     """Build the pipeline that ``settings`` describe.
 
@@ -32,10 +42,13 @@ def build_pipeline(
         settings: Defaults to ``RagpressSettings()`` (environment variables included).
         cache: Use this store instead of the one the settings describe.
         embedder: Share this embedder instead of loading the configured model.
+        retriever: Retrieve with this instead of the index at ``retrieval.index_dir``.
 
     Raises:
         ConfigurationError: Unknown compressor, bad parameters, or a model that cannot load.
         MissingDependencyError: A needed extra is not installed.
+        RetrievalError: The index at ``retrieval.index_dir`` is missing, incomplete, or was
+            built with another embedder.
 
     Example:
         >>> from ragpress import RagpressSettings, build_pipeline
@@ -61,13 +74,56 @@ def build_pipeline(
             retry_after_seconds=settings.cache.retry_after_seconds,
             ttl_seconds=settings.cache.ttl_seconds,
         )
+    if retriever is None and settings.retrieval.index_dir is not None:
+        if "embedder" not in shared:
+            shared["embedder"] = build_embedder(settings.embedder)
+        retriever = build_retriever(settings, embedder=shared["embedder"])
     return Pipeline(
         stages,
         cache=guarded,
         defaults=default_options(settings),
         token_counter=get_token_counter(settings.compression.tokenizer),
+        retriever=retriever,
+        top_k=settings.retrieval.top_k,
         on_error=settings.compression.on_error,
         max_document_chars=settings.compression.max_document_chars,
+    )
+
+
+def build_embedder(settings: EmbedderSettings) -> Embedder:
+    """The sentence-transformers embedder the settings name (extra ``embedders``)."""
+    from ragpress.retrieval import load_embedder
+
+    return load_embedder(settings.model, device=settings.device, batch_size=settings.batch_size)
+
+
+def build_retriever(
+    settings: RagpressSettings, *, embedder: Embedder | None = None
+) -> FaissRetriever:
+    """Open the FAISS index at ``retrieval.index_dir`` (extra ``faiss``).
+
+    Args:
+        settings: Supplies the folder, the search parameters and the device.
+        embedder: The embedder to query with; the configured model is loaded when ``None``.
+
+    Raises:
+        ConfigurationError: ``retrieval.index_dir`` is not set.
+        RetrievalError: The index is missing, incomplete, or built with another embedder.
+    """
+    from ragpress.retrieval.faiss import FaissRetriever
+
+    retrieval = settings.retrieval
+    if retrieval.index_dir is None:
+        raise ConfigurationError(
+            "retrieval.index_dir is not set; build an index with `ragpress index build DOCS "
+            "OUT` and set RAGPRESS_RETRIEVAL__INDEX_DIR=OUT"
+        )
+    return FaissRetriever.load(
+        retrieval.index_dir,
+        embedder if embedder is not None else build_embedder(settings.embedder),
+        device=retrieval.device,
+        nprobe=retrieval.nprobe,
+        ef_search=retrieval.ef_search,
     )
 
 
@@ -112,10 +168,7 @@ def build_compressor(
     kwargs = dict(params)
     if "embedder" in cls.injected_keys and "embedder" not in kwargs:
         if "embedder" not in shared:
-            from ragpress.retrieval import load_embedder
-
-            e = settings.embedder
-            shared["embedder"] = load_embedder(e.model, device=e.device, batch_size=e.batch_size)
+            shared["embedder"] = build_embedder(settings.embedder)
         kwargs["embedder"] = shared["embedder"]
     if "tokenizer" in cls.config_keys and "tokenizer" not in kwargs:
         kwargs["tokenizer"] = settings.compression.tokenizer

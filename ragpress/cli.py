@@ -16,6 +16,10 @@ COMMANDS: dict[str, str] = {
     "batch": "ragpress.commands.batch:batch",
     "compress": "ragpress.commands.compress:compress",
     "config": "ragpress.commands.config:config",
+    "image": "ragpress.commands.image:image",
+    "train-exit": "ragpress.commands.train_exit:train_exit",
+    "train-soft": "ragpress.commands.train_soft:train_soft",
+    "index": "ragpress.commands.index:index",
 }
 
 try:

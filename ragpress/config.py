@@ -8,6 +8,7 @@ components take plain constructor arguments. ``ragpress config env`` prints ever
 
 from __future__ import annotations
 
+from pathlib import Path  # noqa: TC003 - pydantic resolves the annotation at run time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -21,6 +22,7 @@ __all__ = [
     "CompressionSettings",
     "EmbedderSettings",
     "RagpressSettings",
+    "RetrievalSettings",
     "StageSettings",
     "settings_table",
 ]
@@ -121,6 +123,28 @@ class CacheSettings(_Section):
     """After a cache failure, how long to serve without the cache before trying it again."""
 
 
+class RetrievalSettings(_Section):
+    """The vector index requests without documents retrieve from (extra ``faiss``)."""
+
+    index_dir: Path | None = None
+    """Folder written by `ragpress index build`; empty: no retrieval."""
+    top_k: int = Field(8, gt=0)
+    """Passages retrieved per query."""
+    index_type: Literal["auto", "flat", "ivf", "hnsw"] = "auto"
+    """Index `ragpress index build` makes: flat (exact), hnsw or ivf (approximate), or auto
+    (flat up to 100,000 chunks, hnsw beyond)."""
+    chunk_tokens: int = Field(200, ge=8)
+    """Largest chunk `ragpress index build` cuts, in tokens of the compression tokenizer."""
+    chunk_overlap_tokens: int = Field(40, ge=0)
+    """Tokens of whole sentences repeated between consecutive chunks."""
+    nprobe: int | None = Field(None, gt=0)
+    """IVF cells searched per query; empty uses the value saved with the index."""
+    ef_search: int | None = Field(None, gt=0)
+    """HNSW search depth; empty uses the value saved with the index."""
+    device: str = "auto"
+    """FAISS device: auto (a GPU when GPU FAISS is installed and one is visible), cpu, cuda:N."""
+
+
 class RagpressSettings(BaseSettings):
     """All ragpress settings. Precedence: keyword arguments > environment > env file > defaults.
 
@@ -141,6 +165,8 @@ class RagpressSettings(BaseSettings):
     """The embedding model."""
     cache: CacheSettings = Field(default_factory=CacheSettings)
     """The artefact cache."""
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    """The vector index."""
 
 
 def settings_table(settings_type: type[BaseModel] = RagpressSettings) -> str:

@@ -1,6 +1,9 @@
-"""Retrieval: embedders (and, with the ``faiss`` extra, vector indexes).
+"""Retrieval: embedders, document loading and chunking, and (extra ``faiss``) vector indexes.
 
-Heavy classes live in their own modules: ``ragpress.retrieval.embedders``.
+Heavy classes live in their own modules: ``ragpress.retrieval.embedders``
+(``SentenceTransformerEmbedder``) and ``ragpress.retrieval.faiss`` (``FaissRetriever``). The
+pure-Python parts are ``ragpress.retrieval.chunking``, ``ragpress.retrieval.documents`` and
+``ragpress.retrieval.index_format``.
 """
 
 from __future__ import annotations

@@ -196,3 +196,66 @@ def redis_relay(redis_url: str):
     relay.url = f"redis://127.0.0.1:{relay.port}{parsed.path or '/0'}"  # type: ignore[attr-defined]
     yield relay
     relay.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny random Gemma-architecture causal LM + tokenizer with a chat template, on disk.
+
+    Built from a config by ``tests/exit_tiny.py`` (nothing is downloaded); the EXIT tests load
+    it through the same code that loads google/gemma-2b-it.
+    """
+    pytest.importorskip("peft")
+    from exit_tiny import save_tiny_gemma
+
+    return save_tiny_gemma(tmp_path_factory.mktemp("tiny-gemma"))
+
+
+# -- CompLLM (issue 5): a tiny random-weight causal LM and an adapter, built once per session --
+
+
+def _fixture_texts() -> list[str]:
+    import gzip
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parent / "fixtures" / "nq_sample.jsonl.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    return [d["text"] for r in rows for d in r["docs"]] + [r["question"] for r in rows]
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A Qwen2-architecture causal LM (64 wide, 2 layers) with a locally trained BPE tokenizer."""
+    pytest.importorskip("peft")
+    from ragpress.compressors.compllm.synthetic import build_random_checkpoint
+
+    folder = tmp_path_factory.mktemp("tiny-llm")
+    return build_random_checkpoint(folder, corpus=_fixture_texts(), init_std=0.2)
+
+
+@pytest.fixture(scope="session")
+def compllm_adapter_dir(tiny_llm_dir, tmp_path_factory: pytest.TempPathFactory):
+    """A CompLLM adapter on the tiny LLM whose LoRA is non-zero (so it changes the model)."""
+    import torch
+
+    from ragpress.compressors.compllm import CompLLMCompressor
+
+    compressor = CompLLMCompressor.create(str(tiny_llm_dir), lora_rank=4, segment_tokens=20)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in compressor.encoder.trainable_parameters():
+            if parameter.dim() == 2 and parameter.shape[0] != parameter.shape[1]:
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    folder = tmp_path_factory.mktemp("compllm-adapter")
+    compressor.save(folder)
+    return folder
+
+
+@pytest.fixture
+def compllm(compllm_adapter_dir):
+    """A freshly loaded CompLLM compressor (its own counters) on the tiny LLM, float32, CPU."""
+    from ragpress.compressors.compllm import CompLLMCompressor
+
+    return CompLLMCompressor(str(compllm_adapter_dir))

@@ -52,5 +52,5 @@ def test_wheel_contains_every_subpackage(tmp_path: Path) -> None:
     assert "ragpress/py.typed" in names
     metadata = next(n for n in names if n.endswith("METADATA"))
     text = zipfile.ZipFile(wheel).read(metadata).decode()
-    for extra in ("cli", "embedders", "sentence-selection", "redis", "all"):
+    for extra in ("cli", "embedders", "sentence-selection", "redis", "exit", "compllm", "all"):
         assert f"Provides-Extra: {extra}" in text

@@ -18,6 +18,7 @@ MODULES = [
     "ragpress.compressors",
     "ragpress.middleware",
     "ragpress.retrieval",
+    "ragpress.middleware.generation",
 ]
 
 

@@ -15,7 +15,11 @@ from ragpress.exceptions import ConfigurationError, MissingDependencyError, Ragp
 from ragpress.types import CompressionOptions
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
+
+    from rich.progress import Progress
+
+    from rich.progress import Progress
 
 __all__ = [
     "budget_options",
@@ -23,7 +27,9 @@ __all__ = [
     "load_settings",
     "options_from",
     "pipeline_options",
+    "progress_bar",
     "quiet_third_party",
+    "require_text_method",
 ]
 
 F = Any
@@ -121,6 +127,29 @@ def load_settings(
         raise click.UsageError(f"invalid settings: {exc}") from exc
 
 
+def require_text_method(settings: RagpressSettings) -> None:
+    """Stop before loading anything when the method's output is embeddings, not text.
+
+    Raises:
+        click.UsageError: The last stage emits soft embeddings (e.g. ``compllm``), which a text
+            command cannot write.
+    """
+    from ragpress.compressors import compressor_class
+
+    method = settings.compression.chain()[-1].method
+    try:
+        kind = compressor_class(method).output_kind
+    except RagpressError:
+        return  # an unknown or uninstalled method fails later with its own message
+    if kind != "text":
+        raise click.UsageError(
+            f"method {method!r} produces soft embeddings (concept embeddings for a model that "
+            "accepts inputs_embeds), not text, so this command has nothing to write; use it "
+            "through the Python API (ragpress.middleware.generation.SoftPromptService) or the "
+            "proxy with a local or vLLM model, or pick a text method such as sentence_selection"
+        )
+
+
 def options_from(
     target_ratio: float | None,
     rate: float | None,
@@ -157,3 +186,33 @@ def quiet_third_party() -> None:
 def dumps(record: dict[str, Any]) -> str:
     """One JSONL line: compact, UTF-8 kept as is."""
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def progress_bar(label: str, *, disable: bool, fields: Sequence[str] = ()) -> Progress:
+    """A rich progress bar: label, bar, done/total, elapsed, eta.
+
+    Args:
+        label: Bold text in front, e.g. ``"compressing"``.
+        disable: Draw nothing (``--quiet``, or stderr is not a terminal).
+        fields: Task fields shown after the count as ``name value`` (``progress.update(task,
+            name=...)`` sets them).
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *(TextColumn(f"{name} {{task.fields[{name}]}}") for name in fields),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        disable=disable,
+    )

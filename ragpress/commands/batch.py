@@ -15,7 +15,9 @@ from ragpress.commands._common import (
     load_settings,
     options_from,
     pipeline_options,
+    progress_bar,
     quiet_third_party,
+    require_text_method,
 )
 from ragpress.exceptions import RagpressError
 from ragpress.middleware.batch_job import (
@@ -135,6 +137,7 @@ def batch(
         max_document_chars=max_document_chars,
         verbose=verbose,
     )
+    require_text_method(settings)
     quiet_third_party()
     job = BatchJob(
         source=source,
@@ -168,24 +171,7 @@ def batch(
 
 
 def _run(job: BatchJob, factory: SettingsPipelineFactory, show_progress: bool) -> BatchReport:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    progress = Progress(
-        TextColumn("[bold]compressing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        disable=not show_progress,
-    )
+    progress = progress_bar("compressing", disable=not show_progress)
     with progress:
         task = progress.add_task("batch", total=None)
         return run_job(

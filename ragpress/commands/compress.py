@@ -16,6 +16,7 @@ from ragpress.commands._common import (
     options_from,
     pipeline_options,
     quiet_third_party,
+    require_text_method,
 )
 from ragpress.exceptions import RagpressError, RequestValidationError
 from ragpress.middleware.batch import output_record, parse_record
@@ -69,6 +70,7 @@ def compress(
         max_document_chars=max_document_chars,
         verbose=verbose,
     )
+    require_text_method(settings)
     quiet_third_party()
     try:
         item = parse_record(1, json.dumps(record))

@@ -22,16 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.gpu"]
 # Extras that other branches add; every one of them is in pyproject.toml once all are merged.
-EXTRAS_FROM_OTHER_BRANCHES = {
-    "proxy",
-    "faiss",
-    "llmlingua2",
-    "exit",
-    "compllm",
-    "visual",
-    "vlm",
-    "langchain",
-}
+EXTRAS_FROM_OTHER_BRANCHES = {"proxy", "llmlingua2"}
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,18 @@ def corpus(n: int) -> list[dict]:
     ]
 
 
+def bench_module():
+    """bench/batch.py: its echo pipeline and hashing embedder need no model."""
+    if "bench_batch" in sys.modules:
+        return sys.modules["bench_batch"]
+    path = Path(__file__).resolve().parents[3] / "bench" / "batch.py"
+    spec = importlib.util.spec_from_file_location("bench_batch", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 @dataclass(frozen=True)
 class HashingFactory:
     """A picklable pipeline factory on the hashing embedder (no model: fast worker start)."""
@@ -51,10 +63,8 @@ class HashingFactory:
     cache: str = "memory"
 
     def __call__(self, *, device: str | None = None):
-        from conftest import HashingEmbedder
-
         settings = RagpressSettings(_env_file=None, cache={"backend": self.cache})
-        return build_pipeline(settings, embedder=HashingEmbedder())
+        return build_pipeline(settings, embedder=bench_module().FastHashingEmbedder())
 
 
 def lines_of(records: list) -> list[tuple[int, bytes]]:
@@ -210,16 +220,6 @@ def test_a_worker_that_cannot_build_its_pipeline_fails_the_run_clearly() -> None
     with pytest.raises(Exception, match="nope") as caught:
         run_processes(lines_of(corpus(3)), BrokenFactory(), print, workers=1, batch_size=2)
     assert not isinstance(caught.value, WorkerFailedError)
-
-
-def bench_module():
-    """bench/batch.py, whose echo pipeline measures the framework alone."""
-    path = Path(__file__).resolve().parents[3] / "bench" / "batch.py"
-    spec = importlib.util.spec_from_file_location("bench_batch", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def _peak_bytes(tmp_path: Path, n: int, suffix: str, *, traced: bool = True) -> int:

@@ -22,10 +22,10 @@ pq = pytest.importorskip("pyarrow.parquet")
 @dataclass(frozen=True)
 class Factory:
     def __call__(self, *, device: str | None = None):
-        from conftest import HashingEmbedder
+        from test_batch_engines import bench_module
 
         settings = RagpressSettings(_env_file=None, cache={"backend": "none"})
-        return build_pipeline(settings, embedder=HashingEmbedder())
+        return build_pipeline(settings, embedder=bench_module().FastHashingEmbedder())
 
 
 def records(n: int) -> list[dict]:

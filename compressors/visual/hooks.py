@@ -1,0 +1,392 @@
+"""Prune visual tokens of Hugging Face VLMs between the vision tower and the language model.
+
+The pruning runs *before* the LLM (visual.md §0.1), so FlashAttention/SDPA, ``generate()`` and
+the KV cache keep working. :func:`prune_vlm_inputs` takes the processor's output and returns
+keyword arguments for the model's own ``forward`` or ``generate``:
+
+* the image features are computed once and reduced per image (:mod:`.reducers`);
+* each image's placeholder run in ``input_ids`` shrinks to the tokens kept, and the reduced
+  features go in as ``mm_encoder_outputs`` (transformers 5), so the model's own placeholder
+  scatter and its count check see consistent inputs; rows are re-padded on the side they were
+  padded on;
+* **LLaVA family** (1-D RoPE): contiguous positions over the shorter sequence are correct.
+* **Qwen2-VL** (M-RoPE): positions are computed on the *unpruned* sequence with the model's own
+  ``get_rope_index`` and sliced at the kept tokens, so every kept token keeps its original
+  ``(t, h, w)`` position and the text after the image keeps its position; ``generate`` then
+  continues from the last prompt position + 1, exactly as without pruning.
+
+With every token kept the result is bit-identical to the unpruned model (tested).
+
+Methods: ``"divprune"`` (default; any tower), ``"pool"`` (2-D average pooling baseline),
+``"tome"`` (merging on features), and for towers with a [CLS] token (CLIP in LLaVA)
+``"vtc_cls"`` and ``"visionzip"``, which read [CLS] attention from the tower's ``q_proj`` and
+``k_proj`` outputs (so SDPA towers work; no eager attention needed).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from ragpress.compressors.visual.reducers import (
+    cls_attention,
+    divprune,
+    keep_count,
+    spatial_pool,
+    tome_reduce,
+    visionzip,
+    vtc_cls,
+)
+from ragpress.exceptions import ConfigurationError, MissingDependencyError, RequestValidationError
+
+try:
+    import torch
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError(exc.name or "transformers", extra="vlm") from exc
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
+__all__ = [
+    "LLAVA_MODEL_TYPES",
+    "QWEN2_VL_MODEL_TYPES",
+    "Method",
+    "PrunedInputs",
+    "generate_pruned",
+    "prune_vlm_inputs",
+]
+
+Method = Literal["divprune", "pool", "tome", "vtc_cls", "visionzip"]
+METHODS: tuple[str, ...] = ("divprune", "pool", "tome", "vtc_cls", "visionzip")
+LLAVA_MODEL_TYPES = frozenset({"llava"})
+QWEN2_VL_MODEL_TYPES = frozenset({"qwen2_vl"})
+VTC_CLS_LAYERS = (16 / 24, 22 / 24)
+"""VTC-CLS ensembles layers 16-22 of CLIP ViT-L/14's 24; other depths use the same fractions."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrunedInputs:
+    """Model inputs with fewer visual tokens, and what was kept."""
+
+    inputs: dict[str, Any]
+    """Keyword arguments for ``model(**inputs)`` or ``model.generate(**inputs)``."""
+    keep_indices: tuple[torch.Tensor, ...]
+    """Per image, the sorted indices of its kept tokens (representatives for merges)."""
+    tokens_before: int
+    """Visual tokens of all images before pruning."""
+    tokens_after: int
+
+    @property
+    def prompt_length(self) -> int:
+        """Length of the pruned ``input_ids`` (``generate`` returns it plus the new tokens)."""
+        return int(self.inputs["input_ids"].shape[1])
+
+
+def prune_vlm_inputs(
+    model: torch.nn.Module,
+    inputs: Mapping[str, Any],
+    *,
+    keep: float | int = 0.25,
+    method: Method = "divprune",
+) -> PrunedInputs:
+    """Reduce each image's visual tokens to ``keep`` before the language model sees them.
+
+    Args:
+        model: A ``LlavaForConditionalGeneration`` or ``Qwen2VLForConditionalGeneration``.
+        inputs: The processor's output: ``input_ids``, ``attention_mask``, ``pixel_values``
+            (and, for Qwen2-VL, ``image_grid_thw`` and ``mm_token_type_ids``).
+        keep: Tokens kept per image, as a count or a fraction (1.0 keeps all).
+        method: Reducer; see the module docstring.
+
+    Returns:
+        Inputs for ``model(**inputs)`` / ``model.generate(**inputs)``.
+
+    Raises:
+        ConfigurationError: Unsupported model, or a [CLS] method on a tower without [CLS].
+        RequestValidationError: ``inputs`` lack a required field.
+
+    Example:
+        >>> pruned = prune_vlm_inputs(model, processor(images=img, text=prompt,
+        ...                                           return_tensors="pt"), keep=0.1)
+        >>> model.generate(**pruned.inputs, max_new_tokens=32)  # doctest: +SKIP
+    """
+    if method not in METHODS:
+        raise ConfigurationError(f"method={method!r} is not one of {list(METHODS)}")
+    model_type = getattr(model.config, "model_type", None)
+    for name in ("input_ids", "pixel_values"):
+        if inputs.get(name) is None:
+            raise RequestValidationError(f"inputs lack {name!r}; pass the processor's output")
+    with torch.no_grad():
+        if model_type in LLAVA_MODEL_TYPES:
+            return _prune_llava(model, inputs, keep, method)
+        if model_type in QWEN2_VL_MODEL_TYPES:
+            return _prune_qwen2_vl(model, inputs, keep, method)
+    raise ConfigurationError(
+        f"model_type={model_type!r} is not supported; supported: "
+        f"{sorted(LLAVA_MODEL_TYPES | QWEN2_VL_MODEL_TYPES)}"
+    )
+
+
+def generate_pruned(
+    model: torch.nn.Module,
+    inputs: Mapping[str, Any],
+    *,
+    keep: float | int = 0.25,
+    method: Method = "divprune",
+    **generate_kwargs: Any,
+) -> torch.Tensor:
+    """Prune with :func:`prune_vlm_inputs`, run ``model.generate``, return only the new tokens."""
+    pruned = prune_vlm_inputs(model, inputs, keep=keep, method=method)
+    output = model.generate(**pruned.inputs, **generate_kwargs)  # type: ignore[operator]
+    sequences = output if isinstance(output, torch.Tensor) else output.sequences
+    return sequences[:, pruned.prompt_length :]
+
+
+# --- LLaVA ---------------------------------------------------------------------------------
+
+
+def _prune_llava(
+    model: torch.nn.Module, inputs: Mapping[str, Any], keep: float | int, method: Method
+) -> PrunedInputs:
+    base: Any = model.model
+    config: Any = model.config
+    layer = config.vision_feature_layer
+    strategy = config.vision_feature_select_strategy
+    if not isinstance(layer, int):
+        raise ConfigurationError("pruning needs a single vision_feature_layer, not a list")
+    has_cls = strategy == "default"
+    if method in ("vtc_cls", "visionzip") and not has_cls:
+        raise ConfigurationError(
+            f"method={method!r} reads [CLS] attention, but this tower's features have no [CLS] "
+            f"(vision_feature_select_strategy={strategy!r}); use method='divprune'"
+        )
+    layers = _encoder_layers(base.vision_tower)
+    depth = len(layers)
+    feature_layer = (layer % (depth + 1)) - 1  # hidden_states[i] is the output of layer i - 1
+    last = min(round(depth * VTC_CLS_LAYERS[1]), feature_layer)
+    first = min(round(depth * VTC_CLS_LAYERS[0]), last)
+    wanted = {"vtc_cls": list(range(first, last + 1)), "visionzip": [feature_layer]}.get(method, [])
+    heads = base.vision_tower.config.num_attention_heads
+    with _capture_qk(layers, wanted) as captured:
+        output = base.get_image_features(
+            pixel_values=inputs["pixel_values"],
+            vision_feature_layer=layer,
+            vision_feature_select_strategy=strategy,
+            output_hidden_states=True,
+            return_dict=True,
+        )
+    projected = torch.stack(list(output.pooler_output))  # [images, tokens, text_dim]
+    images, tokens, _ = projected.shape
+    k = keep_count(tokens, keep)
+    side = math.isqrt(tokens)
+    if method == "divprune":
+        kept = divprune(projected, k)
+        reduced = _gather(projected, kept)
+    elif method == "vtc_cls":
+        stacked = torch.stack([cls_attention(*_heads(captured[i], heads)) for i in wanted], dim=1)
+        kept = vtc_cls(stacked, k)
+        reduced = _gather(projected, kept)
+    else:
+        hidden = output.hidden_states[layer]
+        hidden = hidden[:, 1:] if has_cls else hidden
+        if method == "visionzip":
+            q, keys = _heads(captured[feature_layer], heads)
+            contextual = max(1, round(k * 10 / 64)) if k > 1 else 0
+            merged = visionzip(
+                hidden, cls_attention(q, keys), keys.mean(dim=1)[:, 1:],
+                dominant=k - contextual, contextual=contextual,
+            )  # fmt: skip
+        elif method == "tome":
+            merged = tome_reduce(hidden, k)
+        else:
+            if side * side != tokens:
+                raise ConfigurationError(f"method='pool' needs a square grid, not {tokens} tokens")
+            merged = spatial_pool(hidden, (side, side), k)
+        kept = merged.indices
+        reduced = base.multi_modal_projector(merged.features)
+    per_image = [reduced[i] for i in range(images)]
+    new = _shrink(inputs, config.image_token_id, [tokens] * images, list(kept), pad_id=_pad(config))
+    new["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=per_image)}  # type: ignore[arg-type]
+    return PrunedInputs(new, tuple(kept), tokens * images, sum(int(r.shape[0]) for r in per_image))
+
+
+# --- Qwen2-VL ------------------------------------------------------------------------------
+
+
+def _prune_qwen2_vl(
+    model: torch.nn.Module, inputs: Mapping[str, Any], keep: float | int, method: Method
+) -> PrunedInputs:
+    base: Any = model.model
+    config: Any = model.config
+    if method in ("vtc_cls", "visionzip"):
+        raise ConfigurationError(
+            f"method={method!r} reads [CLS] attention; Qwen2-VL's vision tower has no [CLS] "
+            "token, use method='divprune'"
+        )
+    for name in ("image_grid_thw", "mm_token_type_ids"):
+        if inputs.get(name) is None:
+            raise RequestValidationError(
+                f"inputs lack {name!r}; pass the Qwen2-VL processor's output"
+            )
+    input_ids = inputs["input_ids"]
+    mask = inputs.get("attention_mask")
+    if mask is None:
+        mask = torch.ones_like(input_ids)
+    grid = inputs["image_grid_thw"]
+    positions, _ = base.get_rope_index(
+        input_ids, inputs["mm_token_type_ids"], grid, attention_mask=mask
+    )
+    output = base.get_image_features(inputs["pixel_values"], grid, return_dict=True)
+    merge = config.vision_config.spatial_merge_size
+    kept, reduced = [], []
+    for features, (t, h, w) in zip(output.pooler_output, grid.tolist(), strict=True):
+        n = features.shape[0]
+        k = keep_count(n, keep)
+        x = features[None]
+        if method == "divprune":
+            index = divprune(x, k)
+            chosen = _gather(x, index)
+        else:
+            if method == "pool" and t != 1:
+                raise ConfigurationError("method='pool' supports single-frame images only")
+            merged = (
+                tome_reduce(x, k)
+                if method == "tome"
+                else spatial_pool(x, (h // merge, w // merge), k)
+            )
+            index, chosen = merged.indices, merged.features
+        kept.append(index[0])
+        reduced.append(chosen[0])
+    counts = [int(f.shape[0]) for f in output.pooler_output]
+    extra = {"position_ids": positions, "mm_token_type_ids": inputs["mm_token_type_ids"]}
+    new = _shrink({**inputs, "attention_mask": mask, **extra}, config.image_token_id, counts, kept,
+                  pad_id=_pad(config))  # fmt: skip
+    text_positions = (new["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+    text_positions = text_positions.masked_fill(new["attention_mask"] == 0, 0)
+    new["position_ids"] = torch.cat([text_positions[None], new["position_ids"]], dim=0)
+    new["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=reduced)}  # type: ignore[arg-type]
+    return PrunedInputs(new, tuple(kept), sum(counts), sum(int(r.shape[0]) for r in reduced))
+
+
+# --- shared helpers ------------------------------------------------------------------------
+
+
+def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+
+
+def _pad(config: Any) -> int:
+    for source in (config, getattr(config, "text_config", None)):
+        pad = getattr(source, "pad_token_id", None)
+        if isinstance(pad, int):
+            return pad
+    return 0
+
+
+def _shrink(
+    inputs: Mapping[str, Any],
+    image_token_id: int,
+    counts: Sequence[int],
+    kept: Sequence[torch.Tensor],
+    *,
+    pad_id: int,
+) -> dict[str, Any]:
+    """Drop the placeholders of unkept tokens and re-pad the rows.
+
+    Every tensor whose last dimension is the sequence (``input_ids``, ``attention_mask``,
+    ``mm_token_type_ids``, ``position_ids`` of shape ``(3, B, L)``) is sliced the same way.
+    Image placeholders are matched to images in row-major order, as the model's own
+    ``masked_scatter`` does.
+    """
+    input_ids: torch.Tensor = inputs["input_ids"]
+    batch, length = input_ids.shape
+    mask = inputs.get("attention_mask")
+    if mask is None:
+        mask = torch.ones_like(input_ids)
+    placeholders = (input_ids == image_token_id).nonzero()
+    if placeholders.shape[0] != sum(counts):
+        raise RequestValidationError(
+            f"input_ids hold {placeholders.shape[0]} image placeholders, but the images give "
+            f"{sum(counts)} tokens; pass input_ids and pixel_values from the same processor call"
+        )
+    keep = (input_ids != image_token_id) & (mask != 0)  # padding is rebuilt below
+    for run, index in zip(torch.split(placeholders, list(counts)), kept, strict=True):
+        rows, cols = run[index.to(run.device)].unbind(-1)
+        keep[rows, cols] = True
+    left_padded = bool((mask[:, 0] == 0).any())
+    new_length = int(keep.sum(dim=1).max())
+    sequence_keys = [
+        key for key, value in inputs.items()
+        if isinstance(value, torch.Tensor) and value.ndim >= 2 and value.shape[-1] == length
+        and value.shape[-2] == batch and key != "pixel_values"
+    ]  # fmt: skip
+    out: dict[str, Any] = {
+        key: value for key, value in inputs.items() if key not in ("pixel_values", "image_grid_thw")
+    }
+    fills = {"input_ids": pad_id}
+    for key in sequence_keys:
+        value = inputs[key]
+        padded = value.new_full((*value.shape[:-2], batch, new_length), fills.get(key, 0))
+        for b in range(batch):
+            row = value[..., b, :][..., keep[b]]
+            size = row.shape[-1]
+            if left_padded:
+                padded[..., b, new_length - size :] = row
+            else:
+                padded[..., b, :size] = row
+        out[key] = padded
+    out["attention_mask"] = out.get("attention_mask", mask)
+    return out
+
+
+def _encoder_layers(tower: torch.nn.Module) -> torch.nn.ModuleList:
+    """The transformer blocks of a CLIP/SigLIP-style vision tower (each with ``self_attn``)."""
+    for module in tower.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) > 0:
+            attn = getattr(module[0], "self_attn", None)
+            if attn is not None and hasattr(attn, "q_proj") and hasattr(attn, "k_proj"):
+                return module
+    raise ConfigurationError(
+        f"{type(tower).__name__} has no blocks with self_attn.q_proj/k_proj; [CLS]-attention "
+        "methods need a CLIP-style vision tower, use method='divprune'"
+    )
+
+
+@contextmanager
+def _capture_qk(
+    layers: torch.nn.ModuleList, wanted: Sequence[int]
+) -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    """Record the ``q_proj`` and ``k_proj`` outputs of the ``wanted`` layers during a forward."""
+    captured: dict[int, dict[str, torch.Tensor]] = {i: {} for i in wanted}
+    handles = []
+    for i in wanted:
+        for name in ("q_proj", "k_proj"):
+
+            def hook(
+                _m: torch.nn.Module, _a: Any, out: torch.Tensor, i: int = i, name: str = name
+            ) -> None:
+                captured[i][name] = out.detach()
+
+            handles.append(getattr(layers[i].self_attn, name).register_forward_hook(hook))
+    result: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    try:
+        yield result
+    finally:
+        for handle in handles:
+            handle.remove()
+    # Filled after the forward ran inside the ``with`` block.
+    result.update({i: (c["q_proj"], c["k_proj"]) for i, c in captured.items()})
+
+
+def _heads(qk: tuple[torch.Tensor, torch.Tensor], heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, T, D]`` projections -> ``[B, heads, T, D / heads]``."""
+
+    def split(x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        return x.view(batch, tokens, heads, dim // heads).transpose(1, 2)
+
+    q, k = qk
+    return split(q), split(k)

@@ -1,0 +1,230 @@
+"""Pruned generation on tiny LLaVA and Qwen2-VL checkpoints built here and loaded from disk."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from ragpress.compressors.visual.hooks import (  # noqa: E402
+    generate_pruned,
+    prune_vlm_inputs,
+)
+from ragpress.exceptions import ConfigurationError, RequestValidationError  # noqa: E402
+
+pytestmark = pytest.mark.model
+
+LLAVA_IMAGE = 120
+QWEN_IMAGE, QWEN_START, QWEN_END = 90, 92, 93
+
+
+@pytest.fixture(scope="session")
+def llava(tmp_path_factory: pytest.TempPathFactory):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+    from transformers import LlavaForConditionalGeneration as Llava
+
+    torch.manual_seed(0)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+            image_size=48, patch_size=8, projection_dim=32,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+            bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        ),
+        image_token_id=LLAVA_IMAGE, vision_feature_layer=-2,
+        vision_feature_select_strategy="default", pad_token_id=0,
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("tiny-llava")
+    Llava(config).save_pretrained(folder)
+    return Llava.from_pretrained(folder).eval()
+
+
+@pytest.fixture(scope="session")
+def qwen2_vl(tmp_path_factory: pytest.TempPathFactory):
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+            rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1],
+                             "rope_theta": 10000.0},
+            bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        ),
+        vision_config=dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, mlp_ratio=2,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=QWEN_IMAGE, video_token_id=91, vision_start_token_id=QWEN_START,
+        vision_end_token_id=QWEN_END, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("tiny-qwen2-vl")
+    Qwen2VLForConditionalGeneration(config).save_pretrained(folder)
+    return Qwen2VLForConditionalGeneration.from_pretrained(folder).eval()
+
+
+def left_pad(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
+def llava_inputs() -> dict:
+    # Row 0: one image; row 1: two images back to back (36 placeholders each), left padded.
+    image = [LLAVA_IMAGE] * 36
+    ids, mask = left_pad([[1, 5, *image, 6, 7], [1, 9, *image, *image, 10, 11, 12]])
+    generator = torch.Generator().manual_seed(1)
+    return {"input_ids": ids, "attention_mask": mask,
+            "pixel_values": torch.randn(3, 3, 48, 48, generator=generator)}  # fmt: skip
+
+
+def qwen_inputs() -> dict:
+    # Row 0: an 8x12-patch image (24 tokens); row 1: 8x8 and 4x4 images (16 + 4 tokens).
+    grids = [(1, 8, 12), (1, 8, 8), (1, 4, 4)]
+    runs = [[QWEN_START, *[QWEN_IMAGE] * (h * w // 4), QWEN_END] for _, h, w in grids]
+    ids, mask = left_pad([[1, 5, *runs[0], 6, 7, 8], [1, 9, *runs[1], 10, *runs[2], 11]])
+    patches = sum(t * h * w for t, h, w in grids)
+    generator = torch.Generator().manual_seed(2)
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "pixel_values": torch.randn(patches, 3 * 2 * 14 * 14, generator=generator),
+        "image_grid_thw": torch.tensor(grids),
+        "mm_token_type_ids": (ids == QWEN_IMAGE).int(),
+    }
+
+
+def greedy(model, inputs: dict, steps: int = 6) -> torch.Tensor:
+    out = model.generate(**inputs, max_new_tokens=steps, do_sample=False)
+    return out[:, inputs["input_ids"].shape[1] :]
+
+
+@pytest.mark.parametrize("method", ["divprune", "vtc_cls", "tome", "pool"])
+def test_llava_keeping_every_token_is_bit_identical(llava, method: str) -> None:
+    inputs = llava_inputs()
+    pruned = prune_vlm_inputs(llava, inputs, keep=1.0, method=method)
+    assert pruned.tokens_before == pruned.tokens_after == 108
+    assert torch.equal(pruned.inputs["input_ids"], inputs["input_ids"])
+    with torch.no_grad():
+        full = llava(**inputs).logits
+        mine = llava(**pruned.inputs).logits
+    assert torch.equal(full, mine)
+    assert torch.equal(greedy(llava, pruned.inputs), greedy(llava, inputs))
+
+
+@pytest.mark.parametrize("method", ["divprune", "vtc_cls", "visionzip", "tome", "pool"])
+def test_llava_generates_with_k_tokens(llava, method: str) -> None:
+    inputs = llava_inputs()
+    pruned = prune_vlm_inputs(llava, inputs, keep=9, method=method)
+    assert pruned.tokens_after == 27 and [len(k) for k in pruned.keep_indices] == [9, 9, 9]
+    assert all(bool((k.diff() > 0).all()) for k in pruned.keep_indices)
+    ids = pruned.inputs["input_ids"]
+    assert (ids == LLAVA_IMAGE).sum(dim=1).tolist() == [9, 18]
+    assert ids.shape[1] == inputs["input_ids"].shape[1] - 54  # the longest row lost 2 x 27
+    # Text around the images survives in order, left padding preserved.
+    assert ids[1, -3:].tolist() == [10, 11, 12]
+    assert ids[0].tolist() == [0] * 10 + [1, 5, *[LLAVA_IMAGE] * 9, 6, 7]
+    assert pruned.inputs["attention_mask"][0].tolist() == [0] * 10 + [1] * 13
+    new = generate_pruned(llava, inputs, keep=9, method=method, max_new_tokens=5, do_sample=False)
+    assert new.shape == (2, 5)
+
+
+def test_llava_pruning_equals_running_the_llm_on_the_kept_tokens(llava) -> None:
+    # Single row, no padding: the pruned forward must equal the language model run by hand on
+    # the text embeddings with the kept image features scattered in, positions 0..L'-1.
+    image = [LLAVA_IMAGE] * 36
+    ids = torch.tensor([[1, 5, *image, 6, 7]])
+    pixel_values = torch.randn(1, 3, 48, 48, generator=torch.Generator().manual_seed(3))
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "pixel_values": pixel_values,
+    }
+    pruned = prune_vlm_inputs(llava, inputs, keep=0.25)
+    with torch.no_grad():
+        feats = llava.model.get_image_features(pixel_values=pixel_values).pooler_output[0]
+        kept = feats[pruned.keep_indices[0]]
+        short = pruned.inputs["input_ids"]
+        embeds = llava.model.get_input_embeddings()(short)
+        embeds[short == LLAVA_IMAGE] = kept
+        by_hand = llava.lm_head(llava.model.language_model(inputs_embeds=embeds).last_hidden_state)
+        assert torch.allclose(llava(**pruned.inputs).logits, by_hand, atol=1e-6)
+
+
+def record_positions(model) -> tuple[list[torch.Tensor], object]:
+    seen: list[torch.Tensor] = []
+
+    def hook(_module, _args, kwargs):
+        seen.append(kwargs["position_ids"].clone())
+
+    return seen, model.model.language_model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+@pytest.mark.parametrize("method", ["divprune", "tome", "pool"])
+def test_qwen2_vl_keeping_every_token_is_bit_identical(qwen2_vl, method: str) -> None:
+    inputs = qwen_inputs()
+    pruned = prune_vlm_inputs(qwen2_vl, inputs, keep=1.0, method=method)
+    assert pruned.tokens_before == pruned.tokens_after == 44
+    with torch.no_grad():
+        assert torch.equal(qwen2_vl(**inputs).logits, qwen2_vl(**pruned.inputs).logits)
+    assert torch.equal(greedy(qwen2_vl, pruned.inputs), greedy(qwen2_vl, inputs))
+
+
+@pytest.mark.parametrize("method", ["divprune", "tome", "pool"])
+def test_qwen2_vl_kept_tokens_keep_their_mrope_positions(qwen2_vl, method: str) -> None:
+    inputs = qwen_inputs()
+    seen, handle = record_positions(qwen2_vl)
+    try:
+        greedy(qwen2_vl, inputs, steps=3)
+        full_prefill, *full_decode = seen[:]
+        seen.clear()
+        pruned = prune_vlm_inputs(qwen2_vl, inputs, keep=0.25, method=method)
+        greedy(qwen2_vl, pruned.inputs, steps=3)
+        prefill, *decode = seen
+    finally:
+        handle.remove()
+    assert [len(k) for k in pruned.keep_indices] == [6, 4, 1]
+    # Prefill: the M-RoPE rows of the kept tokens are the unpruned ones, in order.
+    images_of_row = {0: [0], 1: [1, 2]}
+    for b in range(2):
+        attended = inputs["attention_mask"][b].bool()
+        row_ids = inputs["input_ids"][b][attended]
+        keep = row_ids != QWEN_IMAGE
+        image_cols = (row_ids == QWEN_IMAGE).nonzero()[:, 0]
+        offset = 0
+        for image in images_of_row[b]:
+            keep[image_cols[offset + pruned.keep_indices[image]]] = True
+            offset += {0: 24, 1: 16, 2: 4}[image]
+        original = full_prefill[1:, b][:, attended]
+        mine = prefill[1:, b][:, pruned.inputs["attention_mask"][b].bool()]
+        assert torch.equal(mine, original[:, keep])
+    # Decode resumes at max + 1 of the unpruned sequence, step by step.
+    assert len(decode) == len(full_decode) == 2
+    for mine, theirs in zip(decode, full_decode, strict=True):
+        assert torch.equal(mine[1:], theirs[1:])
+    assert torch.equal(
+        decode[0][1:, :, 0], full_prefill[1:].amax(dim=(0, 2))[None].expand(3, -1) + 1
+    )
+
+
+def test_qwen2_vl_rejects_cls_methods_and_missing_fields(qwen2_vl) -> None:
+    with pytest.raises(ConfigurationError, match="no \\[CLS\\]"):
+        prune_vlm_inputs(qwen2_vl, qwen_inputs(), method="vtc_cls")
+    inputs = qwen_inputs()
+    del inputs["image_grid_thw"]
+    with pytest.raises(RequestValidationError, match="image_grid_thw"):
+        prune_vlm_inputs(qwen2_vl, inputs)
+
+
+def test_mismatched_placeholders_and_bad_method(llava) -> None:
+    inputs = llava_inputs()
+    inputs["input_ids"] = inputs["input_ids"][:, 3:]
+    inputs["attention_mask"] = inputs["attention_mask"][:, 3:]
+    with pytest.raises(RequestValidationError, match="image placeholders"):
+        prune_vlm_inputs(llava, inputs)
+    with pytest.raises(ConfigurationError, match="method="):
+        prune_vlm_inputs(llava, llava_inputs(), method="fastv")  # type: ignore[arg-type]
