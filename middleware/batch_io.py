@@ -1,31 +1,147 @@
-"""Reading and writing batch files: JSONL or gzip-compressed JSONL, files or standard streams."""
+"""Reading and writing batch files: JSONL, gzip-compressed JSONL and Parquet, files or streams.
+
+Everything streams: readers yield one record at a time and writers hold at most one checkpoint's
+worth of records, so memory does not grow with the corpus.
+
+Crash safety (``--resume``) comes from checkpoints that are atomic on disk:
+
+* **JSONL**: every record is one line, flushed as it is written; a line cut short by a crash is
+  cut off on resume. Every checkpoint the file is also ``fsync``-ed.
+* **JSONL.gz**: records go into gzip *members* of at most one checkpoint each. A member that
+  was not finished (a crash) fails its CRC check and is cut off on resume with everything after
+  it; the members before it are complete gzip streams.
+* **Parquet** (extra ``parquet``): see :mod:`ragpress.middleware.batch_parquet`.
+"""
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import decimal
 import gzip
 import io
 import json
+import os
 import sys
+import time
+import zlib
+from collections import Counter
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
 from ragpress.middleware.batch import record_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["JsonlWriter", "completed_keys", "count_lines", "iter_lines"]
+    from ragpress.middleware.batch import NumberedRecord
+
+__all__ = [
+    "DEFAULT_CHECKPOINT_RECORDS",
+    "DEFAULT_CHECKPOINT_SECONDS",
+    "JsonlSource",
+    "JsonlWriter",
+    "RecordSink",
+    "RecordSource",
+    "completed_keys",
+    "count_lines",
+    "is_parquet",
+    "iter_lines",
+    "json_line",
+    "open_sink",
+    "open_source",
+]
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_PARQUET_MAGIC = b"PAR1"
+DEFAULT_CHECKPOINT_RECORDS = 1000
+"""Records between two checkpoints (an fsync, a finished gzip member, a Parquet part)."""
+DEFAULT_CHECKPOINT_SECONDS = 5.0
+"""Longest time between two checkpoints."""
 
 
-def _open_binary(path: str) -> IO[bytes]:
+class RecordSource(Protocol):
+    """Where the input records come from."""
+
+    path: str
+
+    def records(self) -> Iterator[NumberedRecord]:
+        """``(position, raw record)`` for every record, in order."""
+        ...
+
+    def count(self) -> int | None:
+        """Number of records (for a progress total), or ``None`` when unknown."""
+        ...
+
+
+class RecordSink(Protocol):
+    """Where the output records go, in input order."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one output record."""
+        ...
+
+    def close(self) -> None:
+        """Finish the output (the run is complete)."""
+        ...
+
+    def suspend(self) -> None:
+        """Stop writing but keep what is written resumable (the run was interrupted)."""
+        ...
+
+
+def is_parquet(path: str) -> bool:
+    """Whether ``path`` is a Parquet file (by content when it exists, else by its name)."""
     if path == "-":
-        return sys.stdin.buffer
-    handle = Path(path).open("rb")  # noqa: SIM115 - handed to the caller, closed by it
-    if handle.peek(2)[:2] == _GZIP_MAGIC:
-        return cast("IO[bytes]", gzip.GzipFile(fileobj=handle))
-    return handle
+        return False
+    file = Path(path)
+    if file.is_file() and file.stat().st_size >= 4:
+        with file.open("rb") as handle:
+            return handle.read(4) == _PARQUET_MAGIC
+    return file.suffix == ".parquet"
+
+
+def open_source(path: str) -> RecordSource:
+    """A reader for JSONL, JSONL.gz (detected from the content) or Parquet; ``-`` is stdin."""
+    if is_parquet(path):
+        from ragpress.middleware.batch_parquet import ParquetSource
+
+        return ParquetSource(path)
+    return JsonlSource(path)
+
+
+def open_sink(
+    path: str,
+    *,
+    append: bool = False,
+    source: RecordSource | None = None,
+    checkpoint_records: int = DEFAULT_CHECKPOINT_RECORDS,
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
+) -> RecordSink:
+    """A writer chosen by the output name: ``.parquet``, ``.gz`` (JSONL.gz), else JSONL.
+
+    Args:
+        path: Output file, or ``-`` for stdout (JSONL).
+        append: Continue an interrupted output (``--resume``) instead of starting it anew.
+        source: The input; a Parquet input lends its column types to a Parquet output.
+        checkpoint_records: Records between two checkpoints.
+        checkpoint_seconds: Longest time between two checkpoints.
+    """
+    if path != "-" and Path(path).suffix == ".parquet":
+        from ragpress.middleware.batch_parquet import ParquetSink
+
+        return ParquetSink(
+            path,
+            append=append,
+            input_schema=getattr(source, "schema", None),
+            rows_per_part=checkpoint_records,
+        )
+    return JsonlWriter(
+        path,
+        append=append,
+        checkpoint_records=checkpoint_records,
+        checkpoint_seconds=checkpoint_seconds,
+    )
 
 
 def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
@@ -34,15 +150,22 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
     Args:
         path: File path (gzip detected from its content, not its name) or ``-`` for stdin.
     """
-    handle = _open_binary(path)
-    try:
-        for number, raw in enumerate(handle, start=1):
-            line = raw.rstrip(b"\r\n")
-            if line.strip():
-                yield number, line
-    finally:
-        if handle is not sys.stdin.buffer:
-            handle.close()
+    if path == "-":
+        yield from _numbered_lines(sys.stdin.buffer)
+        return
+    with Path(path).open("rb") as handle:
+        if handle.peek(2)[:2] == _GZIP_MAGIC:
+            with gzip.GzipFile(fileobj=handle) as unzipped:
+                yield from _numbered_lines(cast("IO[bytes]", unzipped))
+        else:
+            yield from _numbered_lines(handle)
+
+
+def _numbered_lines(handle: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    for number, raw in enumerate(handle, start=1):
+        line = raw.rstrip(b"\r\n")
+        if line.strip():
+            yield number, line
 
 
 def count_lines(path: str) -> int | None:
@@ -52,18 +175,49 @@ def count_lines(path: str) -> int | None:
     return sum(1 for _ in iter_lines(path))
 
 
-def completed_keys(path: str) -> set[str]:
+class JsonlSource:
+    """JSONL or JSONL.gz input, one record per non-blank line."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def records(self) -> Iterator[NumberedRecord]:
+        """``(line number, raw line)`` pairs."""
+        return iter_lines(self.path)
+
+    def count(self) -> int | None:
+        """Non-blank lines (one pass over the file); ``None`` for stdin."""
+        return count_lines(self.path)
+
+
+def completed_keys(path: str) -> Counter[str]:
     """Record keys already written to an output file, for ``--resume``.
 
-    A last line cut short by a crash is removed from the file first, so the resumed run
-    writes that record again, whole.
+    Whatever a crash left unfinished at the end of the file (a cut line, an unfinished gzip
+    member, an unfinished Parquet part) is removed first, so the resumed run writes those
+    records again, whole.
+
+    Returns:
+        How many times each :func:`~ragpress.middleware.batch.record_key` occurs.
     """
+    if path != "-" and Path(path).suffix == ".parquet":
+        from ragpress.middleware.batch_parquet import parquet_completed_keys
+
+        return parquet_completed_keys(path)
     file = Path(path)
     if not file.exists():
-        return set()
-    if file.suffix == ".gz":
-        return _keys_of_gzip(file)
-    keys: set[str] = set()
+        return Counter()
+    with file.open("rb") as handle:
+        gzipped = handle.read(2) == _GZIP_MAGIC
+    keys, good_bytes = _keys_of_gzip(file) if gzipped else _keys_of_jsonl(file)
+    if good_bytes < file.stat().st_size:
+        with file.open("r+b") as handle:
+            handle.truncate(good_bytes)
+    return keys
+
+
+def _keys_of_jsonl(file: Path) -> tuple[Counter[str], int]:
+    keys: Counter[str] = Counter()
     good_bytes = 0
     with file.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -73,44 +227,137 @@ def completed_keys(path: str) -> set[str]:
                 record = json.loads(raw)
             except json.JSONDecodeError:
                 break
-            keys.add(record_key(record, int(record.get("line") or number)))
+            keys[record_key(record, int(record.get("line") or number))] += 1
             good_bytes += len(raw)
-    if good_bytes < file.stat().st_size:
-        with file.open("r+b") as handle:
-            handle.truncate(good_bytes)
-    return keys
+    return keys, good_bytes
 
 
-def _keys_of_gzip(file: Path) -> set[str]:
-    keys: set[str] = set()
-    try:
-        with gzip.open(file, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                record = json.loads(raw)
-                keys.add(record_key(record, int(record.get("line") or number)))
-    except (EOFError, OSError, json.JSONDecodeError):
-        pass  # a truncated gzip member: the records before it count as done
-    return keys
+def _keys_of_gzip(file: Path, chunk: int = 1 << 20) -> tuple[Counter[str], int]:
+    """Keys of the complete gzip members, and the byte offset where the last one ends."""
+    keys: Counter[str] = Counter()
+    good_bytes = consumed = 0
+    number = 0
+    member_keys: list[str] = []
+    pending = b""
+    decoder = zlib.decompressobj(wbits=31)
+    with file.open("rb") as handle:
+        data = handle.read(chunk)
+        while data:
+            consumed += len(data)
+            text = pending + decoder.decompress(data)
+            *lines, pending = text.split(b"\n")
+            for raw in lines:
+                number += 1
+                try:
+                    record = json.loads(raw)
+                except json.JSONDecodeError:
+                    return keys, good_bytes
+                member_keys.append(record_key(record, int(record.get("line") or number)))
+            if decoder.eof:  # a member ended, its CRC and length checked
+                if pending:
+                    return keys, good_bytes  # a member must end at a line end
+                keys.update(member_keys)
+                member_keys = []
+                good_bytes = consumed - len(decoder.unused_data)
+                data = decoder.unused_data
+                consumed -= len(data)
+                decoder = zlib.decompressobj(wbits=31)
+                if not data:
+                    data = handle.read(chunk)
+                continue
+            data = handle.read(chunk)
+    return keys, good_bytes
+
+
+def _json_default(value: object) -> object:
+    """JSON for the non-JSON values a Parquet row can hold."""
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One JSONL line (without the newline): compact, UTF-8 kept as is."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_json_default)
 
 
 class JsonlWriter:
-    """Writes one JSON object per line; gzip when the path ends in ``.gz``; ``-`` is stdout."""
+    """Writes one JSON object per line; gzip when the path ends in ``.gz``; ``-`` is stdout.
 
-    def __init__(self, path: str, *, append: bool = False) -> None:
+    Args:
+        path: Output file or ``-``.
+        append: Continue the file instead of replacing it.
+        checkpoint_records: Records per checkpoint (fsync; a finished gzip member).
+        checkpoint_seconds: Longest time between checkpoints.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        append: bool = False,
+        checkpoint_records: int = DEFAULT_CHECKPOINT_RECORDS,
+        checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
+    ) -> None:
+        self.path = path
+        self._checkpoint_records = max(1, checkpoint_records)
+        self._checkpoint_seconds = checkpoint_seconds
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._raw: IO[bytes] | None = None
+        self._member: IO[str] | None = None
         if path == "-":
-            self._handle: IO[str] = sys.stdout
+            self._handle: IO[str] | None = sys.stdout
         elif path.endswith(".gz"):
-            raw = gzip.open(path, "ab" if append else "wb")  # noqa: SIM115
-            self._handle = io.TextIOWrapper(raw, encoding="utf-8")
+            self._raw = Path(path).open("ab" if append else "wb")  # noqa: SIM115
+            self._handle = None  # a gzip member is opened on the first write
         else:
             self._handle = Path(path).open("a" if append else "w", encoding="utf-8")  # noqa: SIM115
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record and flush it, so a crash loses at most the line being written."""
-        self._handle.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-        self._handle.flush()
+        handle = self._handle
+        if handle is None:
+            assert self._raw is not None
+            member = gzip.GzipFile(fileobj=self._raw, mode="wb")
+            self._member = io.TextIOWrapper(member, encoding="utf-8")
+            handle = self._handle = self._member
+        handle.write(json_line(record) + "\n")
+        if self._member is None:
+            handle.flush()
+        self._since_checkpoint += 1
+        if (
+            self._since_checkpoint >= self._checkpoint_records
+            or time.monotonic() - self._last_checkpoint >= self._checkpoint_seconds
+        ):
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Make everything written so far durable (and finish the current gzip member)."""
+        if self._member is not None:
+            self._member.close()  # finishes the member; the file itself stays open
+            self._member = self._handle = None
+        target = self._raw if self._raw is not None else self._handle
+        if target is not None and target is not sys.stdout:
+            target.flush()
+            os.fsync(target.fileno())
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
 
     def close(self) -> None:
-        """Close the file (not stdout)."""
-        if self._handle is not sys.stdout:
+        """Checkpoint and close the file (not stdout)."""
+        self.checkpoint()
+        if self._raw is not None:
+            self._raw.close()
+        elif self._handle is not None and self._handle is not sys.stdout:
             self._handle.close()
+
+    def suspend(self) -> None:
+        """Same as :meth:`close`: everything written is complete and resumable."""
+        self.close()

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ragpress.middleware.cache_policy import FailOpenCache
     from ragpress.types import Retriever, TokenCounter
 
-__all__ = ["DEFAULT_MAX_DOCUMENT_CHARS", "Pipeline", "Stage"]
+__all__ = ["DEFAULT_MAX_DOCUMENT_CHARS", "CompressRequest", "Pipeline", "Stage"]
 
 logger = logging.getLogger("ragpress.pipeline")
 
@@ -53,6 +53,15 @@ class Stage:
     compressor: BaseCompressor
     options: CompressionOptions | None = None
     """This stage's own budget (coarse stages); ``None`` uses the request's budget."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompressRequest:
+    """One independent compression call of :meth:`Pipeline.acompress_many`."""
+
+    query: str | None
+    passages: Sequence[Passage] = ()
+    options: CompressionOptions | None = None
 
 
 @dataclass
@@ -154,15 +163,7 @@ class Pipeline:
         """
         trace = _Trace()
         resolved = (options or CompressionOptions()).resolve(self.defaults)
-        if not passages and self.retriever is not None and query:
-            started = time.perf_counter()
-            hits = await anyio.to_thread.run_sync(self.retriever.search, query, self.top_k)
-            trace.add_time("retrieve", started)
-            passages = [hit.passage for hit in hits]
-        passages = self._validated(passages)
-        for i, passage in enumerate(passages):
-            if not passage.text.strip():
-                trace.notes.append(f"docs[{i}] is empty or whitespace; it is returned empty")
+        passages = await self._request_passages(query, passages, trace)
         try:
             result = await self._run_chain(query, passages, resolved, trace)
         except (RequestValidationError, MissingDependencyError):
@@ -173,17 +174,7 @@ class Pipeline:
             logger.exception("compression failed; passing the documents through uncompressed")
             trace.notes.append(f"compression failed ({type(exc).__name__}: {exc}); passed through")
             result = await anyio.to_thread.run_sync(self._passthrough, passages)
-        return CompressionResult(
-            passages=result.passages,
-            method=result.method,
-            tokens_before=result.tokens_before,
-            tokens_after=result.tokens_after,
-            timings_ms=trace.timings_ms,
-            cache_hits=trace.hits,
-            cache_misses=trace.misses,
-            notes=(*trace.notes, *result.notes),
-            embeddings=result.embeddings,
-        )
+        return self._finish(result, trace)
 
     def compress(
         self,
@@ -199,6 +190,91 @@ class Pipeline:
         return self._blocking_portal().call(
             functools.partial(self.acompress, query, passages, options)
         )
+
+    async def acompress_many(
+        self, requests: Sequence[CompressRequest]
+    ) -> list[CompressionResult | Exception]:
+        """Compress independent requests together, analysing all their passages at once.
+
+        Each stage's per-passage analysis (the model pass) runs over the passages of every
+        request in one :meth:`~ragpress.compressors.base.BaseCompressor.analyze` call, after
+        one batched cache read, so a model sees large batches even when each request has few
+        passages. Selection then runs request by request. Each request gets the result
+        :meth:`acompress` would give it, or the exception it would raise: one bad request never
+        fails the others.
+
+        Args:
+            requests: The calls, in any number; results come back in the same order.
+
+        Returns:
+            One :class:`CompressionResult` or exception per request.
+        """
+        outcomes: list[CompressionResult | Exception | None] = [None] * len(requests)
+        traces = [_Trace() for _ in requests]
+        originals: dict[int, list[Passage]] = {}
+        resolved: dict[int, CompressionOptions] = {}
+        for i, request in enumerate(requests):
+            try:
+                resolved[i] = (request.options or CompressionOptions()).resolve(self.defaults)
+                originals[i] = await self._request_passages(
+                    request.query, request.passages, traces[i]
+                )
+            except Exception as exc:  # noqa: BLE001 - returned to the caller, per request
+                outcomes[i] = exc
+        current = dict(originals)
+        results: dict[int, list[CompressionResult]] = {i: [] for i in originals}
+        for index, stage in enumerate(self.stages):
+            alive = [i for i in originals if outcomes[i] is None]
+            if not alive:
+                break
+            compressor = stage.compressor
+            label = "" if len(self.stages) == 1 else f"{compressor.name}."
+            analyses = await self._batch_analyses(
+                compressor, [current[i] for i in alive], [traces[i] for i in alive], label
+            )
+            last = index == len(self.stages) - 1
+            jobs = [
+                (
+                    requests[i].query,
+                    current[i],
+                    resolved[i]
+                    if last or stage.options is None
+                    else stage.options.resolve(CompressionOptions(keep=resolved[i].keep)),
+                    found,
+                )
+                for i, found in zip(alive, analyses, strict=True)
+            ]
+            started = time.perf_counter()
+            stage_out = await anyio.to_thread.run_sync(_compress_each, compressor, jobs)
+            for i, out in zip(alive, stage_out, strict=True):
+                traces[i].add_time(f"{label}compress", started)
+                if isinstance(out, Exception):
+                    outcomes[i] = out
+                    continue
+                results[i].append(out)
+                current[i] = [
+                    Passage(cp.text, title=cp.title, id=cp.id, metadata=cp.metadata)
+                    for cp in out.passages
+                ]
+        final: list[CompressionResult | Exception] = []
+        for i in range(len(requests)):
+            outcome = outcomes[i]
+            if outcome is None:
+                final.append(self._finish(_compose(originals[i], results[i]), traces[i]))
+            elif (
+                isinstance(outcome, RequestValidationError | MissingDependencyError)
+                or i not in originals
+                or self.on_error != "passthrough"
+            ):
+                final.append(outcome)
+            else:
+                logger.error("compression failed (%s); passing the documents through", outcome)
+                traces[i].notes.append(
+                    f"compression failed ({type(outcome).__name__}: {outcome}); passed through"
+                )
+                passthrough = await anyio.to_thread.run_sync(self._passthrough, originals[i])
+                final.append(self._finish(passthrough, traces[i]))
+        return final
 
     async def aclose(self) -> None:
         """Close the cache and release the compressors."""
@@ -223,6 +299,59 @@ class Pipeline:
                 self._portal_cm = anyio.from_thread.start_blocking_portal()
                 self._portal = self._portal_cm.__enter__()
             return self._portal
+
+    async def _request_passages(
+        self, query: str | None, passages: Sequence[Passage], trace: _Trace
+    ) -> list[Passage]:
+        """The passages of one request: given or retrieved, validated, empty ones noted."""
+        if not passages and self.retriever is not None and query:
+            started = time.perf_counter()
+            hits = await anyio.to_thread.run_sync(self.retriever.search, query, self.top_k)
+            trace.add_time("retrieve", started)
+            passages = [hit.passage for hit in hits]
+        validated = self._validated(passages)
+        for i, passage in enumerate(validated):
+            if not passage.text.strip():
+                trace.notes.append(f"docs[{i}] is empty or whitespace; it is returned empty")
+        return validated
+
+    @staticmethod
+    def _finish(result: CompressionResult, trace: _Trace) -> CompressionResult:
+        return CompressionResult(
+            passages=result.passages,
+            method=result.method,
+            tokens_before=result.tokens_before,
+            tokens_after=result.tokens_after,
+            timings_ms=trace.timings_ms,
+            cache_hits=trace.hits,
+            cache_misses=trace.misses,
+            notes=(*trace.notes, *result.notes),
+            embeddings=result.embeddings,
+        )
+
+    async def _batch_analyses(
+        self,
+        compressor: BaseCompressor,
+        groups: list[list[Passage]],
+        traces: list[_Trace],
+        label: str,
+    ) -> list[list[Any] | None]:
+        """Analyses for several requests' passages from one cache read and one model pass.
+
+        ``None`` for a request means "let the compressor analyse it itself": the compressor
+        caches nothing, or the joint analysis failed (then each request meets its own error).
+        """
+        if compressor.analysis_artefact is None or not any(groups):
+            return [None] * len(groups)
+        try:
+            return list(await self._analyses_many(compressor, groups, traces, label))
+        except Exception:
+            if len(groups) == 1:
+                raise
+            logger.warning(
+                "joint analysis of %d requests failed; analysing each alone", len(groups)
+            )
+            return [None] * len(groups)
 
     def _validated(self, passages: Sequence[Passage]) -> list[Passage]:
         out = list(passages)
@@ -291,27 +420,72 @@ class Pipeline:
         trace: _Trace,
         label: str,
     ) -> list[Any]:
-        """Per-unit analyses (a unit is a passage, or a segment of one) from the cache or fresh.
+        """Per-passage analyses from the cache or fresh (see :meth:`_analyses_many`)."""
+        return (await self._analyses_many(compressor, [passages], [trace], label))[0]
 
-        One batched read for every unit of the call, one batched analysis of the misses (each
-        distinct unit once), one batched write; hits and misses count units.
+    async def _analyses_many(
+        self,
+        compressor: BaseCompressor,
+        groups: list[list[Passage]],
+        traces: list[_Trace],
+        label: str,
+    ) -> list[list[Any]]:
+        """Per request, the analyses of its passages, from one cache read and one model pass.
+
+        A unit is a passage, or a segment of one (:meth:`BaseCompressor.analysis_units`). Every
+        unit of every request is read from the cache in one batch (when there is a cache), the
+        misses are analysed together (each distinct unit once, one ``analyze_units`` call) and
+        written back in one batch. A unit counts as a miss for the first request that needs it
+        and is not cached, and as a hit for any later request, as if they ran one by one.
         """
-        assert self.cache is not None and compressor.analysis_artefact is not None
+        assert compressor.analysis_artefact is not None
         artefact, owner, fingerprint = (
             compressor.analysis_artefact,
             compressor.name,
             compressor.fingerprint(),
         )
-        units = await anyio.to_thread.run_sync(compressor.analysis_units, passages)
+        flat = [p for group in groups for p in group]
+        units = await anyio.to_thread.run_sync(compressor.analysis_units, flat)
         keys = [[make_key(artefact, owner, fingerprint, u.key) for u in pu] for pu in units]
         items: dict[str, Any] = {}
         for passage_units, passage_keys in zip(units, keys, strict=True):
             for unit, key in zip(passage_units, passage_keys, strict=True):
                 items.setdefault(key, unit.item)
         unique = list(items)
+        found = await self._cache_read(compressor, unique, traces, label)
+        missing = [key for key in unique if key not in found]
+        if self.cache is not None:
+            seen = set(found)
+            for group_keys, trace in zip(_split(keys, groups), traces, strict=True):
+                mine = list(dict.fromkeys(k for passage_keys in group_keys for k in passage_keys))
+                trace.hits += sum(key in seen for key in mine)
+                trace.misses += sum(key not in seen for key in mine)
+                seen.update(mine)
+        if missing:
+            started = time.perf_counter()
+            fresh = await anyio.to_thread.run_sync(
+                compressor.analyze_units, [items[key] for key in missing]
+            )
+            for trace in traces:
+                trace.add_time(f"{label}analyze", started)
+            found.update(zip(missing, fresh, strict=True))
+            await self._cache_write(compressor, {key: found[key] for key in missing}, traces, label)
+        joined = [
+            compressor.join_analyses(passage, passage_units, [found[k] for k in passage_keys])
+            for passage, passage_units, passage_keys in zip(flat, units, keys, strict=True)
+        ]
+        return _split(joined, groups)
+
+    async def _cache_read(
+        self, compressor: BaseCompressor, keys: list[str], traces: list[_Trace], label: str
+    ) -> dict[str, Any]:
+        """The decoded analyses the cache holds for ``keys`` (none without a cache)."""
+        if self.cache is None or not keys:
+            return {}
         started = time.perf_counter()
-        blobs = dict(zip(unique, await self.cache.get_many(unique), strict=True))
-        trace.add_time(f"{label}cache_get", started)
+        blobs = dict(zip(keys, await self.cache.get_many(keys), strict=True))
+        for trace in traces:
+            trace.add_time(f"{label}cache_get", started)
         found: dict[str, Any] = {}
         for key, blob in blobs.items():
             if blob is None:
@@ -320,26 +494,25 @@ class Pipeline:
                 found[key] = compressor.decode_analysis(blob)
             except Exception:  # noqa: BLE001 - a corrupt entry is a miss, never a failure
                 logger.warning("unreadable cache entry %s; recomputing", key)
-        trace.hits += len(found)
-        missing = [key for key in unique if key not in found]
-        trace.misses += len(missing)
-        if missing:
-            started = time.perf_counter()
-            fresh = await anyio.to_thread.run_sync(
-                compressor.analyze_units, [items[key] for key in missing]
-            )
-            trace.add_time(f"{label}analyze", started)
-            found.update(zip(missing, fresh, strict=True))
-            started = time.perf_counter()
-            encoded = await anyio.to_thread.run_sync(  # serialising is compute (and GPU syncs)
-                lambda: {key: compressor.encode_analysis(found[key]) for key in missing}
-            )
-            await self.cache.set_many(encoded)
+        return found
+
+    async def _cache_write(
+        self,
+        compressor: BaseCompressor,
+        fresh: dict[str, Any],
+        traces: list[_Trace],
+        label: str,
+    ) -> None:
+        """Store freshly computed analyses (serialising off the event loop)."""
+        if self.cache is None:
+            return
+        started = time.perf_counter()
+        encoded = await anyio.to_thread.run_sync(  # serialising is compute (and GPU syncs)
+            lambda: {key: compressor.encode_analysis(value) for key, value in fresh.items()}
+        )
+        await self.cache.set_many(encoded)
+        for trace in traces:
             trace.add_time(f"{label}cache_set", started)
-        return [
-            compressor.join_analyses(passage, passage_units, [found[k] for k in passage_keys])
-            for passage, passage_units, passage_keys in zip(passages, units, keys, strict=True)
-        ]
 
     def _passthrough(self, passages: list[Passage]) -> CompressionResult:
         counter = self.token_counter
@@ -353,6 +526,30 @@ class Pipeline:
             tokens_before=sum(counts),
             tokens_after=sum(counts),
         )
+
+
+def _split(flat: list[Any], groups: list[list[Passage]]) -> list[list[Any]]:
+    """Cut a flat per-passage list back into one list per request."""
+    out: list[list[Any]] = []
+    offset = 0
+    for group in groups:
+        out.append(flat[offset : offset + len(group)])
+        offset += len(group)
+    return out
+
+
+def _compress_each(
+    compressor: BaseCompressor,
+    jobs: list[tuple[str | None, list[Passage], CompressionOptions, list[Any] | None]],
+) -> list[CompressionResult | Exception]:
+    """Run one stage's selection for each request; an exception is that request's result."""
+    out: list[CompressionResult | Exception] = []
+    for query, passages, options, analyses in jobs:
+        try:
+            out.append(compressor.compress(query, passages, options, analyses=analyses))
+        except Exception as exc:  # noqa: BLE001 - per-request boundary, returned to the caller
+            out.append(exc)
+    return out
 
 
 def _compose(originals: list[Passage], results: list[CompressionResult]) -> CompressionResult:
