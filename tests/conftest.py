@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from typing import Literal
+from collections.abc import AsyncIterator
 
-import numpy as np
 import pytest
+from fakes import HashingEmbedder
 
 from ragpress.cache.memory import MemoryCache
 
@@ -30,29 +27,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _clean_ragpress_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [n for n in os.environ if n.startswith("RAGPRESS_")]:
         monkeypatch.delenv(name)
-
-
-class HashingEmbedder:
-    """Bag-of-words hashing embedder: same words, similar vectors; no model, no download."""
-
-    def __init__(self, dimension: int = 256) -> None:
-        self.dimension = dimension
-        self.fingerprint = f"hashing-{dimension}"
-        self.calls: list[int] = []
-
-    def embed(
-        self, texts: Sequence[str], *, kind: Literal["query", "passage"] = "passage"
-    ) -> np.ndarray:
-        self.calls.append(len(texts))
-        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()):
-                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "little")
-                out[row, h % self.dimension] += 1.0
-            norm = np.linalg.norm(out[row])
-            if norm:
-                out[row] /= norm
-        return out
 
 
 @pytest.fixture

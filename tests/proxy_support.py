@@ -44,7 +44,7 @@ def pipelines_for(settings: RagpressSettings, embedder: Any, cache: Any = None) 
 @contextlib.contextmanager
 def running_proxy(llm: Any, embedder: Any = None, **sections: Any) -> Iterator[str]:
     """The proxy in front of ``llm`` (hashing embedder unless one is given), served on a port."""
-    from conftest import HashingEmbedder
+    from fakes import HashingEmbedder
 
     from ragpress.middleware.proxy import create_app
 

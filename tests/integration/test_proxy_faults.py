@@ -8,8 +8,8 @@ import uuid
 import httpx
 import openai
 import pytest
-from conftest import HashingEmbedder
 from fake_llm import FakeLLM
+from fakes import HashingEmbedder
 from proxy_support import QUESTION, pipelines_for, serve, settings_for
 
 from ragpress.middleware.proxy import create_app

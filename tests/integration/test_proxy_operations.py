@@ -7,8 +7,8 @@ import logging
 import httpx
 import openai
 import pytest
-from conftest import HashingEmbedder
 from fake_llm import FakeLLM
+from fakes import HashingEmbedder
 from proxy_support import CONTEXT, QUESTION, pipelines_for, serve, settings_for
 
 from ragpress.compressors.base import BaseCompressor
