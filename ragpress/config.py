@@ -149,6 +149,8 @@ class RetrievalSettings(_Section):
     """HNSW search depth; empty uses the value saved with the index."""
     device: str = "auto"
     """FAISS device: auto (a GPU when GPU FAISS is installed and one is visible), cpu, cuda:N."""
+
+
 class UpstreamSettings(_Section):
     """The LLM APIs the proxy forwards to."""
 

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
     from rich.progress import Progress
 
-    from rich.progress import Progress
 
 __all__ = [
     "budget_options",
