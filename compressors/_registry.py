@@ -7,3 +7,4 @@ __all__ = ["COMPRESSORS"]
 COMPRESSORS: dict[str, str] = {
     "sentence_selection": "ragpress.compressors.sentence_selection:SentenceSelectionCompressor",
 }
+COMPRESSORS["llmlingua2"] = "ragpress.compressors.llmlingua2:LLMLingua2Compressor"

@@ -1,0 +1,248 @@
+"""Load a token-classification checkpoint and run it fast: length-sorted, dynamically padded.
+
+Shared by the LLMLingua-2 compressor (both modes) and the distillation trainer. Any Hugging Face
+encoder with a 2-label token-classification head works; label 1 is "keep" (the LLMLingua-2
+convention: ``softmax(logits)[..., 1]`` is the probability of preserving a token).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from ragpress.exceptions import ConfigurationError, MissingDependencyError
+from ragpress.hub import model_not_found
+
+try:
+    import numpy as np
+    import torch
+    import transformers
+    from tokenizers import Tokenizer
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError(exc.name or "transformers", extra="llmlingua2") from exc
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    import numpy.typing as npt
+
+__all__ = [
+    "DType",
+    "TokenClassifier",
+    "load_token_classifier",
+    "plain_backend",
+    "resolve_dtype",
+    "seeded",
+]
+
+DType = Literal["auto", "float32", "float16", "bfloat16"]
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: DType, device: str) -> torch.dtype:
+    """``auto`` is float32 on CPU and float16 on CUDA (the checkpoints are stored in F32)."""
+    if dtype == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if dtype not in _DTYPES:
+        raise ConfigurationError(f"dtype={dtype!r} must be one of auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+@dataclass
+class TokenClassifier:
+    """A tokenizer and a token-classification model, ready for batched inference.
+
+    Attributes:
+        tokenizer: The transformers tokenizer (for compat mode's string-level calls).
+        model: The ``...ForTokenClassification`` model, in eval mode.
+        backend: A private copy of the fast tokenizer, without truncation or padding.
+        prefix_ids: Special tokens the tokenizer puts before a sequence (e.g. ``[CLS]``).
+        suffix_ids: Special tokens it puts after (e.g. ``[SEP]``, ``</s>``).
+        pad_id: The id used for padding (masked out).
+        max_length: Longest model input, special tokens included.
+        device: Torch device string.
+    """
+
+    tokenizer: Any
+    model: Any
+    backend: Tokenizer
+    prefix_ids: tuple[int, ...]
+    suffix_ids: tuple[int, ...]
+    pad_id: int
+    max_length: int
+    device: str
+
+    @property
+    def content_length(self) -> int:
+        """Tokens of text per model input (``max_length`` minus the special tokens)."""
+        return self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
+
+    def keep_probabilities(
+        self,
+        sequences: Sequence[Sequence[int]],
+        *,
+        add_special_tokens: bool = True,
+        max_batch_tokens: int = 16384,
+        max_batch_size: int = 64,
+        pad_id: int | None = None,
+    ) -> list[npt.NDArray[np.float32]]:
+        """P(keep) for every token of every sequence (special tokens excluded from the output).
+
+        Sequences are sorted by length and batched under a token budget with dynamic padding,
+        so short inputs never pay for 512 positions.
+
+        Args:
+            sequences: Token ids, each at most :attr:`content_length` long (or
+                :attr:`max_length` without special tokens).
+            add_special_tokens: Wrap each sequence in the tokenizer's own special tokens.
+            max_batch_tokens: Padded tokens per forward pass.
+            max_batch_size: Sequences per forward pass.
+            pad_id: Padding id (masked out); the tokenizer's pad token by default.
+        """
+        prefix = list(self.prefix_ids) if add_special_tokens else []
+        suffix = list(self.suffix_ids) if add_special_tokens else []
+        rows = [[*prefix, *seq, *suffix] for seq in sequences]
+        out: list[npt.NDArray[np.float32]] = [np.zeros(0, dtype=np.float32)] * len(rows)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]), reverse=True)
+        for batch in _batches(order, [len(r) for r in rows], max_batch_tokens, max_batch_size):
+            width = len(rows[batch[0]])
+            ids = torch.full(
+                (len(batch), width), self.pad_id if pad_id is None else pad_id, dtype=torch.long
+            )
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, index in enumerate(batch):
+                seq = rows[index]
+                ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+                mask[row, : len(seq)] = 1
+            probs = self.forward(ids, mask)
+            for row, index in enumerate(batch):
+                n = len(rows[index])
+                out[index] = probs[row, len(prefix) : n - len(suffix)]
+        return out
+
+    def forward(
+        self, ids: torch.Tensor, mask: torch.Tensor
+    ) -> npt.NDArray[np.float32]:
+        """P(keep) of each position of a padded batch, as float32 on the CPU."""
+        with torch.inference_mode():
+            logits = self.model(
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+            ).logits
+            probs = torch.softmax(logits.float(), dim=-1)[..., 1]
+        return probs.cpu().numpy().astype(np.float32, copy=False)
+
+
+def _batches(
+    order: list[int], lengths: list[int], max_tokens: int, max_size: int
+) -> Iterator[list[int]]:
+    batch: list[int] = []
+    for index in order:
+        width = lengths[batch[0]] if batch else lengths[index]
+        if batch and (len(batch) >= max_size or (len(batch) + 1) * width > max_tokens):
+            yield batch
+            batch = []
+        batch.append(index)
+    if batch:
+        yield batch
+
+
+def load_token_classifier(
+    model: str,
+    *,
+    revision: str | None = None,
+    device: str = "cpu",
+    dtype: DType = "auto",
+    max_length: int = 512,
+    trust_remote_code: bool = False,
+) -> TokenClassifier:
+    """Load a token-classification checkpoint by hub id or local folder.
+
+    Raises:
+        ModelNotFoundError: The checkpoint cannot be had (offline, misspelt, not downloaded);
+            the message says how to point at a local copy.
+        ConfigurationError: It is not a 2-label token classifier with a fast tokenizer.
+    """
+    torch_dtype = resolve_dtype(dtype, device)
+    kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(model, **kwargs)
+        network = transformers.AutoModelForTokenClassification.from_pretrained(
+            model, dtype=torch_dtype, **kwargs
+        )
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ValueError) and "Unrecognized" not in str(exc):
+            raise ConfigurationError(f"model {model!r} cannot be loaded: {exc}") from exc
+        raise model_not_found(model, exc, what="token-classification model") from exc
+    if network.config.num_labels != 2:
+        raise ConfigurationError(
+            f"model {model!r} has {network.config.num_labels} labels; LLMLingua-2 needs a "
+            "2-label token classifier (0 = drop, 1 = keep), e.g. "
+            "microsoft/llmlingua-2-xlm-roberta-large-meetingbank"
+        )
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if not isinstance(backend, Tokenizer):
+        raise ConfigurationError(
+            f"model {model!r} has no fast (tokenizers-backed) tokenizer; word boundaries come "
+            "from its offsets. Save a tokenizer.json with the checkpoint"
+        )
+    try:
+        network.to(device)
+    except (RuntimeError, AssertionError) as exc:
+        raise ConfigurationError(f"device={device!r} is not usable: {exc}") from exc
+    network.eval()
+    limit = min(max_length, _position_limit(network.config))
+    prefix_ids, suffix_ids = _special_affixes(backend)
+    return TokenClassifier(
+        tokenizer=tokenizer,
+        model=network,
+        backend=plain_backend(backend),
+        prefix_ids=prefix_ids,
+        suffix_ids=suffix_ids,
+        pad_id=_pad_id(tokenizer),
+        max_length=limit,
+        device=device,
+    )
+
+
+def plain_backend(backend: Tokenizer) -> Tokenizer:
+    """A copy of a fast tokenizer with truncation and padding switched off."""
+    copy = Tokenizer.from_str(backend.to_str())
+    copy.no_truncation()
+    copy.no_padding()
+    return copy
+
+
+def _special_affixes(backend: Tokenizer) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    plain = plain_backend(backend)
+    bare = plain.encode("a", add_special_tokens=False).ids
+    full = plain.encode("a", add_special_tokens=True).ids
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return tuple(full[:start]), tuple(full[start + len(bare) :])
+    return (), ()
+
+
+def _pad_id(tokenizer: Any) -> int:
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if isinstance(pad, int):
+        return pad
+    unk = getattr(tokenizer, "unk_token_id", None)
+    return unk if isinstance(unk, int) else 0
+
+
+def _position_limit(config: Any) -> int:
+    limit = int(getattr(config, "max_position_embeddings", 512) or 512)
+    # RoBERTa-family models reserve padding_idx + 1 positions.
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        limit -= int(getattr(config, "pad_token_id", 1) or 1) + 1
+    return limit
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch inside a forked RNG state, leaving the caller's global state untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
