@@ -42,6 +42,7 @@ _UNSPACED = re.compile(
 )
 _SENTENCE_END = frozenset(".!?;:。！？；：")
 _WORD, _PUNCT, _UNSPACED_CLASS = 1, 2, 3
+_MARKERS = "▁Ġ "
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,20 +72,41 @@ def tokenize_texts(backend: Tokenizer, texts: Sequence[str]) -> list[TokenizedTe
         texts: The original texts.
     """
     encodings = backend.encode_batch(list(texts), add_special_tokens=False)
-    return [_analyse(text, e.ids, e.offsets, e.word_ids) for text, e in zip(texts, encodings)]
+    return [
+        _analyse(text, e.ids, e.tokens, e.offsets, e.word_ids)
+        for text, e in zip(texts, encodings, strict=True)
+    ]
 
 
 def _analyse(
-    text: str, ids: list[int], offsets: list[tuple[int, int]], word_ids: list[int | None]
+    text: str,
+    ids: list[int],
+    pieces: list[str],
+    offsets: list[tuple[int, int]],
+    word_ids: list[int | None],
 ) -> TokenizedText:
     n = len(ids)
     spans = np.asarray(offsets, dtype=np.int64).reshape(n, 2)
     classes = np.empty(n, dtype=np.int8)
+    marker = np.zeros(n, dtype=bool)
     following = _WORD
     # Backwards, so a zero-width marker piece ("▁") takes the class of what follows it.
     for i in range(n - 1, -1, -1):
         start, end = offsets[i]
+        if not pieces[i].strip(_MARKERS):
+            # A bare "▁"/"Ġ" piece: some tokenizers give it the next character's offsets.
+            marker[i] = True
+            spans[i] = (start, start)
+            classes[i] = following
+            continue
         piece = text[start:end]
+        if piece[:1].isspace() or piece[-1:].isspace():
+            # Some tokenizers give a "▁"/"Ġ" piece the offsets of the space itself.
+            stripped = piece.strip()
+            start += len(piece) - len(piece.lstrip())
+            end = start + len(stripped)
+            spans[i] = (start, end)
+            piece = stripped
         if not piece:
             classes[i] = following
             continue
@@ -101,7 +123,7 @@ def _analyse(
         start_flags[1:] = (
             (words[1:] != words[:-1])
             | (classes[1:] != classes[:-1])
-            | (classes[1:] == _UNSPACED_CLASS)
+            | ((classes[1:] == _UNSPACED_CLASS) & ~marker[:-1])
         )
     cut_after = np.zeros(n, dtype=bool)
     if n:
@@ -174,8 +196,11 @@ def pool_words(
     else:
         counts = np.diff(np.append(starts, tokens.size))
         word_probs = (np.add.reduceat(probs, starts) / counts).astype(np.float32)
-    lo = np.minimum.reduceat(tokens.offsets[:, 0], starts)
-    hi = np.maximum.reduceat(tokens.offsets[:, 1], starts)
+    # Zero-width pieces ("▁" alone) do not widen a word.
+    width = tokens.offsets[:, 1] > tokens.offsets[:, 0]
+    big = np.iinfo(np.int64).max
+    lo = np.minimum.reduceat(np.where(width, tokens.offsets[:, 0], big), starts)
+    hi = np.maximum.reduceat(np.where(width, tokens.offsets[:, 1], -1), starts)
     keep = hi > lo
     spans = np.stack([lo[keep], hi[keep]], axis=1).astype(np.int64)
     return spans, word_probs[keep]

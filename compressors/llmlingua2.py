@@ -413,6 +413,8 @@ class LLMLingua2Compressor(BaseCompressor):
             selected = allowed & ((probs >= self.threshold) | must)
             if budget is not None and int(tokens[selected].sum()) > budget:
                 selected = _fill(probs, tokens, must, allowed & selected, budget)
+        elif budget is not None and budget >= total:
+            selected = allowed.copy()
         else:
             assert budget is not None
             selected = _fill(probs, tokens, must, allowed, budget)
