@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "batch": "ragpress.commands.batch:batch",
     "compress": "ragpress.commands.compress:compress",
     "config": "ragpress.commands.config:config",
+    "distill": "ragpress.commands.distill:distill",
 }
 
 try:

@@ -48,6 +48,8 @@ def batch(
     source: str,
     target: str,
     method: str | None,
+    model: str | None,
+    params: tuple[str, ...],
     cache: str | None,
     max_document_chars: int | None,
     env_file: str | None,
@@ -92,6 +94,8 @@ def batch(
         cache=cache,
         max_document_chars=max_document_chars,
         verbose=verbose,
+        model=model,
+        params=params,
     )
     quiet_third_party()
     try:
