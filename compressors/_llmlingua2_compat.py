@@ -94,7 +94,9 @@ class CompatResult:
 
     def fn_labeled_original_prompt(self, word_sep: str = "\t\t|\t\t", label_sep: str = " ") -> str:
         """The reference's ``fn_labeled_original_prompt`` string."""
-        return word_sep.join(f"{w}{label_sep}{lab}" for w, lab in zip(self.words, self.labels))
+        return word_sep.join(
+            f"{w}{label_sep}{lab}" for w, lab in zip(self.words, self.labels, strict=False)
+        )
 
 
 class LLMLingua2Compat:
@@ -220,7 +222,7 @@ class LLMLingua2Compat:
             RequestValidationError: ``rate`` outside (0, 1], or a token budget of 0 that the
                 reference would crash on.
         """
-        if not (0 < options.rate) or options.rate != options.rate:
+        if not (options.rate > 0) or options.rate != options.rate:
             raise RequestValidationError(
                 f"rate={options.rate} must be > 0 (the fraction of tokens to keep)", param="rate"
             )
@@ -301,7 +303,7 @@ class LLMLingua2Compat:
         for index, context in enumerate(prepared):
             probs: list[Any] = []
             words: list[str] = []
-            for ids, token_probs in zip(context.ids, context.probs):
+            for ids, token_probs in zip(context.ids, context.probs, strict=False):
                 tokens = self.tokens_of(ids)
                 w, _, no_force = self._merge(tokens, token_probs, options, token_map)
                 probs += _pool(no_force, options.token_to_word)
@@ -335,7 +337,7 @@ class LLMLingua2Compat:
         texts: list[str] = []
         all_words: list[str] = []
         all_labels: list[int] = []
-        for ids, token_probs in zip(context.ids, context.probs):
+        for ids, token_probs in zip(context.ids, context.probs, strict=False):
             text, words, labels = self._compress_chunk(
                 self.tokens_of(ids), token_probs, reduce_rate, options, token_map
             )
@@ -359,7 +361,7 @@ class LLMLingua2Compat:
             threshold = np.percentile(word_probs, int(100 * reduce_rate))
             between = False
             previous = None
-            for i, (word, prob) in enumerate(zip(words, word_probs)):
+            for i, (word, prob) in enumerate(zip(words, word_probs, strict=False)):
                 if word in force_tokens:
                     if between:
                         between = False
@@ -378,7 +380,7 @@ class LLMLingua2Compat:
         threshold = np.percentile(np.repeat(values, counts), int(100 * reduce_rate + 1))
         keep_words: list[str] = []
         labels: list[int] = []
-        for word, prob in zip(words, word_probs):
+        for word, prob in zip(words, word_probs, strict=False):
             if prob > threshold or (threshold == 1.0 and prob == threshold):
                 if (
                     options.drop_consecutive
@@ -413,7 +415,7 @@ class LLMLingua2Compat:
         word_probs: list[list[Any]] = []
         no_force: list[list[Any]] = []
         prob_no_force: Any = None
-        for token, prob in zip(tokens, probs):
+        for token, prob in zip(tokens, probs, strict=False):
             if token in self.special_tokens:
                 continue
             if wordpiece:

@@ -65,9 +65,7 @@ def align_words(original: str, compressed: str, *, window: int = DEFAULT_WINDOW)
     """
     spans = [s for s in split_words(original) if original[s[0] : s[1]] != ","]
     words = [_norm(original[s:e]) for s, e in spans]
-    targets = [
-        _norm(compressed[s:e]) for s, e in split_words(compressed) if compressed[s:e] != ","
-    ]
+    targets = [_norm(compressed[s:e]) for s, e in split_words(compressed) if compressed[s:e] != ","]
     labels = [0] * len(words)
     vocabulary = set(words)
     position = 0

@@ -8,7 +8,9 @@ convention: ``softmax(logits)[..., 1]`` is the probability of preserving a token
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ragpress.exceptions import ConfigurationError, MissingDependencyError
@@ -73,6 +75,8 @@ class TokenClassifier:
     pad_id: int
     max_length: int
     device: str
+    onnx_session: Any = None
+    """An ONNX Runtime session that replaces ``model`` for inference (see :meth:`use_onnx`)."""
 
     @property
     def content_length(self) -> int:
@@ -108,13 +112,13 @@ class TokenClassifier:
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]), reverse=True)
         for batch in _batches(order, [len(r) for r in rows], max_batch_tokens, max_batch_size):
             width = len(rows[batch[0]])
-            ids = torch.full(
-                (len(batch), width), self.pad_id if pad_id is None else pad_id, dtype=torch.long
+            ids = np.full(
+                (len(batch), width), self.pad_id if pad_id is None else pad_id, dtype=np.int64
             )
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
             for row, index in enumerate(batch):
                 seq = rows[index]
-                ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+                ids[row, : len(seq)] = seq
                 mask[row, : len(seq)] = 1
             probs = self.forward(ids, mask)
             for row, index in enumerate(batch):
@@ -123,15 +127,71 @@ class TokenClassifier:
         return out
 
     def forward(
-        self, ids: torch.Tensor, mask: torch.Tensor
+        self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]
     ) -> npt.NDArray[np.float32]:
         """P(keep) of each position of a padded batch, as float32 on the CPU."""
+        if self.onnx_session is not None:
+            raw = self.onnx_session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            scores = np.asarray(raw, dtype=np.float32)
+            shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
+            keep: npt.NDArray[np.float32] = shifted[..., 1] / shifted.sum(axis=-1)
+            return keep
         with torch.inference_mode():
             logits = self.model(
-                input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+                input_ids=torch.from_numpy(ids).to(self.device),
+                attention_mask=torch.from_numpy(mask).to(self.device),
             ).logits
             probs = torch.softmax(logits.float(), dim=-1)[..., 1]
         return probs.cpu().numpy().astype(np.float32, copy=False)
+
+    def use_onnx(self, path: str | Path) -> None:
+        """Run the model with ONNX Runtime from ``path``, exporting it there first if absent.
+
+        The export traces the loaded model (after any embedding resize), so outputs match the
+        torch model to float rounding.
+
+        Raises:
+            MissingDependencyError: onnxruntime or onnx is not installed (extra ``onnx``).
+        """
+        try:
+            import onnxruntime
+        except ImportError as exc:
+            raise MissingDependencyError("onnxruntime", extra="onnx") from exc
+        target = Path(path)
+        if not target.is_file():
+            _export_onnx(self.model, target)
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            if self.device.startswith("cuda")
+            else ["CPUExecutionProvider"]
+        )
+        self.onnx_session = onnxruntime.InferenceSession(str(target), options, providers=providers)
+
+
+def _export_onnx(model: Any, target: Path) -> None:
+    try:
+        import onnx  # noqa: F401 - the exporter needs it
+    except ImportError as exc:
+        raise MissingDependencyError("onnx", extra="onnx") from exc
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    sample = torch.ones((2, 8), dtype=torch.long, device=next(model.parameters()).device)
+    axes = {0: "batch", 1: "sequence"}
+    with warnings.catch_warnings(), torch.inference_mode():
+        # The TorchScript exporter is deprecated upstream but handles these encoders fine.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (sample, sample),
+            str(partial),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": axes},
+            dynamo=False,
+        )
+    partial.replace(target)
 
 
 def _batches(

@@ -27,6 +27,7 @@ import math
 import threading
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ragpress.compressors._llmlingua2_compat import (
@@ -118,6 +119,9 @@ class LLMLingua2Compressor(BaseCompressor):
             (WordPiece or SentencePiece), never from the checkpoint name.
         max_batch_tokens: Padded tokens per forward pass.
         trust_remote_code: Allow checkpoints that ship their own modelling code.
+        backend: ``torch``, or ``onnx`` to run the same weights with ONNX Runtime (exported
+            once; faster on CPU, probabilities equal to float rounding; extra ``onnx``).
+        onnx_path: Where the exported model is kept (default: under ``~/.cache/ragpress``).
     """
 
     name: ClassVar[str] = "llmlingua2"
@@ -138,6 +142,8 @@ class LLMLingua2Compressor(BaseCompressor):
         "word_rules",
         "max_batch_tokens",
         "trust_remote_code",
+        "backend",
+        "onnx_path",
     )
     analysis_artefact: ClassVar[str | None] = "llmlingua2_words"
 
@@ -159,6 +165,8 @@ class LLMLingua2Compressor(BaseCompressor):
         word_rules: Literal["auto", "wordpiece", "sentencepiece"] = "auto",
         max_batch_tokens: int = 16384,
         trust_remote_code: bool = False,
+        backend: Literal["torch", "onnx"] = "torch",
+        onnx_path: str | None = None,
     ) -> None:
         if mode not in ("fixed", "compat"):
             raise ConfigurationError(f"mode={mode!r} must be 'fixed' or 'compat'")
@@ -170,6 +178,8 @@ class LLMLingua2Compressor(BaseCompressor):
             )
         if threshold is not None and not (math.isfinite(threshold) and 0 <= threshold <= 1):
             raise ConfigurationError(f"threshold={threshold} must be a probability in [0, 1]")
+        if backend not in ("torch", "onnx"):
+            raise ConfigurationError(f"backend={backend!r} must be 'torch' or 'onnx'")
         if max_batch_tokens < 512:
             raise ConfigurationError(f"max_batch_tokens={max_batch_tokens} must be >= 512")
         self.model = model
@@ -199,9 +209,19 @@ class LLMLingua2Compressor(BaseCompressor):
             word_rules if word_rules != "auto" else _detect_rules(self._classifier.backend)
         )
         self._lock = threading.Lock()
-        self._compat = (
-            LLMLingua2Compat(self._classifier, self._rules) if mode == "compat" else None
-        )
+        self._compat = LLMLingua2Compat(self._classifier, self._rules) if mode == "compat" else None
+        self.backend = backend
+        self.onnx_path = onnx_path
+        if backend == "onnx":
+            self._classifier.use_onnx(onnx_path or self._default_onnx_path())
+
+    def _default_onnx_path(self) -> str:
+        """``~/.cache/ragpress/onnx/<hash of weights, mode, torch version>/model.onnx``."""
+        import hashlib
+
+        key = f"{self.model_revision()}|{self.mode}|{self.model}|torch-{package_version('torch')}"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return str(Path.home() / ".cache" / "ragpress" / "onnx" / digest / "model.onnx")
 
     def model_revision(self) -> str:
         """The checkpoint's revision; compat mode adds transformers' version (see below).
@@ -244,9 +264,7 @@ class LLMLingua2Compressor(BaseCompressor):
         for text, tokens, parts in zip(texts, tokenized, per_text, strict=True):
             token_probs = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
             spans, word_probs = pool_words(tokens, token_probs, self.word_pooling)
-            out.append(
-                WordAnalysis(spans, word_probs, np.zeros(len(word_probs), np.int64), 0)
-            )
+            out.append(WordAnalysis(spans, word_probs, np.zeros(len(word_probs), np.int64), 0))
             words_text.extend(_with_space(text, s, e) for s, e in spans.tolist())
         counts = np.asarray(self._counter.count_many(words_text), dtype=np.int64)
         text_counts = self._counter.count_many(texts)
@@ -315,7 +333,7 @@ class LLMLingua2Compressor(BaseCompressor):
     def compress_prompt(
         self, context: str | Sequence[str], options: CompatOptions | None = None
     ) -> CompatResult:
-        """llmlingua 0.2.2's ``compress_prompt(context, ...)`` (compat mode only).
+        """Llmlingua 0.2.2's ``compress_prompt(context, ...)`` (compat mode only).
 
         Args:
             context: One text or a list of contexts.
@@ -390,13 +408,15 @@ class LLMLingua2Compressor(BaseCompressor):
         analyses: list[WordAnalysis],
     ) -> CompressionResult:
         total = sum(a.text_tokens for a in analyses)
-        forced = [self._forced(p.text, a, options.keep) for p, a in zip(passages, analyses)]
+        forced = [
+            self._forced(p.text, a, options.keep) for p, a in zip(passages, analyses, strict=False)
+        ]
         active = self._active_passages(analyses, options)
         probs = np.concatenate([a.probs for a in analyses] or [np.zeros(0, np.float32)])
         tokens = np.concatenate([a.tokens for a in analyses] or [np.zeros(0, np.int64)])
         must = np.concatenate(forced or [np.zeros(0, bool)])
         allowed = np.concatenate(
-            [np.full(a.count, ok, dtype=bool) for a, ok in zip(analyses, active)]
+            [np.full(a.count, ok, dtype=bool) for a, ok in zip(analyses, active, strict=False)]
             or [np.zeros(0, bool)]
         )
         must &= allowed
@@ -436,7 +456,7 @@ class LLMLingua2Compressor(BaseCompressor):
             )
             for p, a, text, s, n in zip(passages, analyses, texts, spans, after, strict=True)
         )
-        notes = ()
+        notes: tuple[str, ...] = ()
         dropped = [i for i, ok in enumerate(active) if not ok]
         if dropped:
             notes = (f"context filter dropped docs {dropped}",)
@@ -535,7 +555,8 @@ def _runs(spans: npt.NDArray[np.int64], mask: npt.NDArray[np.bool_]) -> tuple[Sp
     edges = np.flatnonzero(padded[1:] != padded[:-1])
     firsts, lasts = edges[::2], edges[1::2] - 1
     return tuple(
-        (int(spans[a, 0]), int(spans[b, 1])) for a, b in zip(firsts.tolist(), lasts.tolist())
+        (int(spans[a, 0]), int(spans[b, 1]))
+        for a, b in zip(firsts.tolist(), lasts.tolist(), strict=False)
     )
 
 

@@ -85,7 +85,9 @@ class DistilledPair:
         return LabelledText(self.original, self.spans, self.labels)
 
     @classmethod
-    def from_pair(cls, original: str, compressed: str, *, window: int = DEFAULT_WINDOW) -> DistilledPair:
+    def from_pair(
+        cls, original: str, compressed: str, *, window: int = DEFAULT_WINDOW
+    ) -> DistilledPair:
         """Align a pair and label the original's words."""
         alignment = align_words(original, compressed, window=window)
         return cls(
@@ -268,8 +270,11 @@ def filter_pairs(
     variation_quantile: float = 0.1,
     gap_quantile: float = 0.1,
 ) -> list[DistilledPair]:
-    """Drop the worst pairs: the top ``variation_quantile`` by variation rate, then the top
-    ``gap_quantile`` by alignment gap, and any pair whose labels are all one value."""
+    """Drop the worst pairs (the teacher rewrote instead of deleting).
+
+    Removes any pair whose labels are all one value, then the top ``variation_quantile`` by
+    variation rate, then the top ``gap_quantile`` by alignment gap.
+    """
     usable = [p for p in pairs if p.labels and 0 < sum(p.labels) < len(p.labels)]
     for quantile, attribute in (
         (variation_quantile, "variation_rate"),

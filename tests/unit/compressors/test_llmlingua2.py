@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -101,7 +103,9 @@ def test_rate_one_keeps_everything_verbatim(compressor) -> None:
 def test_tiny_rates_and_empty_input_do_not_crash(compressor, rate) -> None:
     result = compressor.compress(None, DOCS, CompressionOptions(rate=rate))
     assert all(verify(p) or p.text == "" for p in result.passages)
-    empty = compressor.compress(None, [Passage(""), Passage("   \n ")], CompressionOptions(rate=0.5))
+    empty = compressor.compress(
+        None, [Passage(""), Passage("   \n ")], CompressionOptions(rate=0.5)
+    )
     assert [p.text for p in empty.passages] == ["", ""]
     assert compressor.compress(None, [], CompressionOptions(rate=0.5)).passages == ()
 
@@ -115,7 +119,11 @@ def test_keep_strings_and_digits_survive(compressor) -> None:
 
 def test_forced_words_over_the_budget_raise_budget_error(compressor) -> None:
     with pytest.raises(BudgetError, match="forced words"):
-        compressor.compress(None, DOCS[:1], CompressionOptions(target_tokens=4, keep=("Revenue grew **12%** to $4.5M",)))
+        compressor.compress(
+            None,
+            DOCS[:1],
+            CompressionOptions(target_tokens=4, keep=("Revenue grew **12%** to $4.5M",)),
+        )
 
 
 def test_threshold_mode_keeps_words_above_the_probability(bert_token_classifier) -> None:
@@ -184,7 +192,7 @@ def test_chunks_never_split_words_and_respect_the_model_window(xlmr_token_classi
     bounds = chunk_bounds(tokens, 100)
     assert bounds[0][0] == 0 and bounds[-1][1] == tokens.size
     assert all(b - a <= 100 for a, b in bounds)
-    assert all(a2 == b1 for (_, b1), (a2, _) in zip(bounds, bounds[1:]))
+    assert all(a2 == b1 for (_, b1), (a2, _) in itertools.pairwise(bounds))
     assert all(tokens.word_start[a] for a, _ in bounds)
 
 

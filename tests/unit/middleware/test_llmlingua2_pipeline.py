@@ -6,14 +6,14 @@ import pytest
 
 pytest.importorskip("torch")
 
-from ragpress.cache.memory import MemoryCache  # noqa: E402
-from ragpress.compressors.llmlingua2 import LLMLingua2Compressor  # noqa: E402
-from ragpress.config import RagpressSettings  # noqa: E402
-from ragpress.middleware.cache_policy import FailOpenCache  # noqa: E402
-from ragpress.middleware.pipeline import Pipeline, Stage  # noqa: E402
-from ragpress.middleware.wiring import build_pipeline  # noqa: E402
-from ragpress.provenance import verify  # noqa: E402
-from ragpress.types import CompressionOptions, Passage  # noqa: E402
+from ragpress.cache.memory import MemoryCache
+from ragpress.compressors.llmlingua2 import LLMLingua2Compressor
+from ragpress.config import RagpressSettings
+from ragpress.middleware.cache_policy import FailOpenCache
+from ragpress.middleware.pipeline import Pipeline, Stage
+from ragpress.middleware.wiring import build_pipeline
+from ragpress.provenance import verify
+from ragpress.types import CompressionOptions, Passage
 
 pytestmark = pytest.mark.model
 
