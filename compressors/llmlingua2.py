@@ -71,6 +71,7 @@ DEFAULT_MODEL = "microsoft/llmlingua-2-xlm-roberta-large-meetingbank"
 DEFAULT_RATE = 0.5
 _SCHEMA = "1"
 _CALIBRATION_TOLERANCE = 0.02
+_MEMO_LIMIT = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +210,7 @@ class LLMLingua2Compressor(BaseCompressor):
             word_rules if word_rules != "auto" else _detect_rules(self._classifier.backend)
         )
         self._lock = threading.Lock()
+        self._word_memo: dict[str, int] = {}
         self._compat = LLMLingua2Compat(self._classifier, self._rules) if mode == "compat" else None
         self.backend = backend
         self.onnx_path = onnx_path
@@ -260,22 +262,35 @@ class LLMLingua2Compressor(BaseCompressor):
         for owner, p in zip(owners, probs, strict=True):
             per_text[owner].append(p)
         out: list[WordAnalysis] = []
-        words_text: list[str] = []
         for text, tokens, parts in zip(texts, tokenized, per_text, strict=True):
             token_probs = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
             spans, word_probs = pool_words(tokens, token_probs, self.word_pooling)
-            out.append(WordAnalysis(spans, word_probs, np.zeros(len(word_probs), np.int64), 0))
-            words_text.extend(_with_space(text, s, e) for s, e in spans.tolist())
-        counts = np.asarray(self._counter.count_many(words_text), dtype=np.int64)
-        text_counts = self._counter.count_many(texts)
-        offset = 0
-        for i, analysis in enumerate(out):
-            n = analysis.count
-            out[i] = WordAnalysis(
-                analysis.spans, analysis.probs, counts[offset : offset + n], text_counts[i]
-            )
-            offset += n
+            counts, total = self._word_counts(text, spans)
+            out.append(WordAnalysis(spans, word_probs, counts, total))
         return out
+
+    def _word_counts(
+        self, text: str, spans: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.int64], int]:
+        """Tokens of each word (with its leading space, as it reads in the output) and of the text.
+
+        Counting words one by one predicts the output's count better than crediting the text's
+        tokens in context (a kept word's neighbours change). Counts are memoised per word
+        string, since words repeat (Zipf), which keeps this linear and cheap.
+        """
+        words = [_with_space(text, s, e) for s, e in spans.tolist()]
+        memo = self._word_memo
+        missing = list({w for w in words if w not in memo})
+        if missing:
+            if len(memo) > _MEMO_LIMIT:
+                memo.clear()
+            encoding = getattr(self._counter, "encoding", None)
+            if encoding is not None:  # tiktoken: a plain loop beats its thread-pool batch here
+                memo.update((w, len(encoding.encode_ordinary(w))) for w in missing)
+            else:
+                memo.update(zip(missing, self._counter.count_many(missing), strict=True))
+        counts = np.fromiter((memo[w] for w in words), dtype=np.int64, count=len(words))
+        return counts, self._counter.count(text)
 
     def encode_analysis(self, analysis: Any) -> bytes:
         """Serialise with safetensors (arrays plus a small JSON header), never pickle."""

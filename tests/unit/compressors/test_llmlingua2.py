@@ -235,3 +235,21 @@ def test_missing_model_says_how_to_use_a_local_copy(tmp_path) -> None:
     with pytest.raises(ModelNotFoundError, match="local folder") as info:
         LLMLingua2Compressor(str(tmp_path / "no-such-model"))
     assert "hf download" in str(info.value)
+
+
+def test_onnx_backend_makes_the_same_decisions(bert_token_classifier, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    torch_backend = LLMLingua2Compressor(bert_token_classifier)
+    onnx_backend = LLMLingua2Compressor(
+        bert_token_classifier, backend="onnx", onnx_path=str(tmp_path / "m.onnx")
+    )
+    assert (tmp_path / "m.onnx").is_file()
+    a, b = torch_backend.analyze(DOCS), onnx_backend.analyze(DOCS)
+    for x, y in zip(a, b, strict=True):
+        assert (x.spans == y.spans).all()
+        assert abs(x.probs - y.probs).max(initial=0.0) < 1e-4
+    options = CompressionOptions(rate=0.33)
+    left = torch_backend.compress(None, DOCS, options, analyses=a)
+    right = onnx_backend.compress(None, DOCS, options, analyses=b)
+    assert [p.spans for p in left.passages] == [p.spans for p in right.passages]
+    assert torch_backend.fingerprint() != onnx_backend.fingerprint()
