@@ -8,6 +8,7 @@ convention: ``softmax(logits)[..., 1]`` is the probability of preserving a token
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DType",
+    "RequestBatcher",
     "TokenClassifier",
     "load_token_classifier",
     "plain_backend",
@@ -192,6 +194,66 @@ def _export_onnx(model: Any, target: Path) -> None:
             dynamo=False,
         )
     partial.replace(target)
+
+
+@dataclass
+class _Job:
+    sequences: list[list[int]]
+    result: list[npt.NDArray[np.float32]] | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
+class RequestBatcher:
+    """Runs concurrent requests' sequences through the model together.
+
+    Callers that arrive while a forward pass is running queue up; the next caller to get the
+    model takes every queued request and runs them as one length-sorted batch set, so
+    concurrent requests (the proxy, ``ragpress batch --workers``) share padding-free batches
+    instead of taking turns with small ones.
+
+    Args:
+        classifier: The model to run.
+        max_batch_tokens: Padded tokens per forward pass.
+    """
+
+    def __init__(self, classifier: TokenClassifier, *, max_batch_tokens: int) -> None:
+        self.classifier = classifier
+        self.max_batch_tokens = max_batch_tokens
+        self._queue_lock = threading.Lock()
+        self._model_lock = threading.Lock()
+        self._queue: list[_Job] = []
+
+    def keep_probabilities(self, sequences: list[list[int]]) -> list[npt.NDArray[np.float32]]:
+        """P(keep) per token of each sequence (special tokens added and removed)."""
+        job = _Job(sequences)
+        with self._queue_lock:
+            self._queue.append(job)
+        with self._model_lock:
+            if not job.done:
+                with self._queue_lock:
+                    jobs, self._queue = self._queue, []
+                self._run(jobs)
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
+
+    def _run(self, jobs: list[_Job]) -> None:
+        merged = [s for j in jobs for s in j.sequences]
+        try:
+            probs = self.classifier.keep_probabilities(
+                merged, max_batch_tokens=self.max_batch_tokens
+            )
+        except BaseException as exc:  # noqa: BLE001 - re-raised in every waiting caller
+            for j in jobs:
+                j.error, j.done = exc, True
+            return
+        offset = 0
+        for j in jobs:
+            j.result = probs[offset : offset + len(j.sequences)]
+            j.done = True
+            offset += len(j.sequences)
 
 
 def _batches(

@@ -37,7 +37,7 @@ from ragpress.compressors._llmlingua2_compat import (
     LLMLingua2Compat,
     WordRules,
 )
-from ragpress.compressors._llmlingua2_model import DType, load_token_classifier
+from ragpress.compressors._llmlingua2_model import DType, RequestBatcher, load_token_classifier
 from ragpress.compressors._llmlingua2_words import (
     WordPooling,
     chunk_bounds,
@@ -210,6 +210,7 @@ class LLMLingua2Compressor(BaseCompressor):
             word_rules if word_rules != "auto" else _detect_rules(self._classifier.backend)
         )
         self._lock = threading.Lock()
+        self._batcher = RequestBatcher(self._classifier, max_batch_tokens=self.max_batch_tokens)
         self._word_memo: dict[str, int] = {}
         self._compat = LLMLingua2Compat(self._classifier, self._rules) if mode == "compat" else None
         self.backend = backend
@@ -254,10 +255,7 @@ class LLMLingua2Compressor(BaseCompressor):
                 if end > start:
                     sequences.append(tokens.ids[start:end])
                     owners.append(index)
-        with self._lock:
-            probs = classifier.keep_probabilities(
-                [s.tolist() for s in sequences], max_batch_tokens=self.max_batch_tokens
-            )
+        probs = self._batcher.keep_probabilities([s.tolist() for s in sequences])
         per_text: list[list[npt.NDArray[np.float32]]] = [[] for _ in texts]
         for owner, p in zip(owners, probs, strict=True):
             per_text[owner].append(p)

@@ -253,3 +253,42 @@ def test_onnx_backend_makes_the_same_decisions(bert_token_classifier, tmp_path) 
     right = onnx_backend.compress(None, DOCS, options, analyses=b)
     assert [p.spans for p in left.passages] == [p.spans for p in right.passages]
     assert torch_backend.fingerprint() != onnx_backend.fingerprint()
+
+
+def test_concurrent_requests_share_forward_passes(xlmr_token_classifier) -> None:
+    import threading
+
+    compressor = LLMLingua2Compressor(xlmr_token_classifier)
+    expected = [a.probs for a in compressor.analyze(DOCS)]
+    classifier = compressor._classifier
+    calls: list[int] = []
+    gate = threading.Event()
+    original = classifier.keep_probabilities
+
+    def slow_first_call(sequences, **kwargs):
+        calls.append(len(sequences))
+        if len(calls) == 1:
+            gate.wait(5)  # hold the model while the other requests queue up
+        return original(sequences, **kwargs)
+
+    classifier.keep_probabilities = slow_first_call
+    results: dict[int, list] = {}
+
+    def request(i: int) -> None:
+        results[i] = compressor.analyze(DOCS)
+
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(4)]
+    threads[0].start()
+    while not calls:
+        pass
+    for t in threads[1:]:
+        t.start()
+    while len(compressor._batcher._queue) < 3:
+        pass
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert len(calls) == 2  # the first request, then the three queued ones together
+    for analyses in results.values():
+        for a, probs in zip(analyses, expected, strict=True):
+            assert abs(a.probs - probs).max(initial=0.0) < 1e-5
