@@ -90,6 +90,43 @@ def timed(fn) -> float:
     return time.perf_counter() - started
 
 
+class PositionCounter:
+    """Counts the (padded) positions every model forward pass processes: a hardware-free cost."""
+
+    def __init__(self) -> None:
+        self.positions = 0
+
+    def wrap_torch(self, model: Any) -> None:
+        original = model.forward
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            self.positions += int(ids.numel())
+            return original(*args, **kwargs)
+
+        model.forward = counted
+
+    def wrap_classifier(self, classifier: Any) -> None:
+        original = classifier.forward
+
+        def counted(ids: Any, mask: Any) -> Any:
+            self.positions += int(ids.size)
+            return original(ids, mask)
+
+        classifier.forward = counted
+
+
+def positions_per_variant(variants: dict[str, Any], counters: dict[str, PositionCounter]):
+    """Run each variant once and read how many model positions it processed."""
+    out = {}
+    for name, fn in variants.items():
+        counter = counters["reference" if name.startswith("reference") else "ours"]
+        before = counter.positions
+        fn()
+        out[name] = counter.positions - before
+    return out
+
+
 def interleaved(variants: dict[str, Any], rounds: int) -> dict[str, float]:
     """Best-of-``rounds`` seconds per variant, the variants taking turns in each round.
 
@@ -122,7 +159,12 @@ def reference(path: str):
 
 
 def run_case(
-    name: str, ref: Any, ours: dict[str, LLMLingua2Compressor], contexts: list[str], rounds: int
+    name: str,
+    ref: Any,
+    ours: dict[str, LLMLingua2Compressor],
+    contexts: list[str],
+    rounds: int,
+    counters: dict[str, PositionCounter],
 ) -> dict[str, Any]:
     counter = get_token_counter("cl100k_base")
     fixed, compat = ours["fixed"], ours["compat"]
@@ -146,6 +188,9 @@ def run_case(
     }
     if "onnx" in ours:
         variants["ours fixed, cold, onnx"] = lambda: ours["onnx"].compress(None, passages, options)
+    positions = positions_per_variant(
+        {k: v for k, v in variants.items() if "onnx" not in k}, counters
+    )
     seconds = interleaved(variants, rounds)
     pipeline = Pipeline([Stage(fixed)], cache=FailOpenCache(MemoryCache(max_bytes=1 << 30)))
     cold = timed(lambda: pipeline.compress(None, passages, options))
@@ -159,6 +204,7 @@ def run_case(
         "cl100k_tokens": sum(counter.count_many(contexts)),
         "model_tokens": model_tokens,
         "seconds (best of rounds)": {k: round(v, 3) for k, v in seconds.items()},
+        "model positions processed (padded tokens x passes)": positions,
         "pipeline cold / warm seconds": [round(cold, 3), round(warm, 4)],
         "speedup fixed vs reference default": round(ref_default / seconds["ours fixed, cold"], 2),
         "speedup fixed vs reference filter off": round(ref_off / seconds["ours fixed, cold"], 2),
@@ -236,8 +282,12 @@ def main() -> None:
         cases = [("rag-10-docs", rag)]
         if not args.skip_long and model != "xlmr-large":
             cases.append(("long-document", [long_doc]))
+        counters = {"reference": PositionCounter(), "ours": PositionCounter()}
+        counters["reference"].wrap_torch(ref.model)
+        for compressor in ours.values():
+            counters["ours"].wrap_classifier(compressor._classifier)
         for name, contexts in cases:
-            row = run_case(name, ref, ours, contexts, args.rounds)
+            row = run_case(name, ref, ours, contexts, args.rounds, counters)
             print(json.dumps({"model": model, **row}, indent=1), flush=True)
     shutil.rmtree(work, ignore_errors=True)
 

@@ -15,6 +15,7 @@ not the checkpoint's name.
 
 from __future__ import annotations
 
+import json
 import re
 import string
 from dataclasses import dataclass, field
@@ -35,7 +36,15 @@ if TYPE_CHECKING:
 
     from ragpress.compressors._llmlingua2_model import TokenClassifier
 
-__all__ = ["CompatChunks", "CompatOptions", "CompatResult", "LLMLingua2Compat", "WordRules"]
+__all__ = [
+    "CompatChunks",
+    "CompatOptions",
+    "CompatResult",
+    "LLMLingua2Compat",
+    "WordRules",
+    "decode_chunks",
+    "encode_chunks",
+]
 
 WordRules = Literal["wordpiece", "sentencepiece"]
 
@@ -466,3 +475,42 @@ def _reference_special_tokens(tokenizer: Any, config: Any) -> set[str]:
     else:
         mapping["pad_token"] = tokenizer.convert_ids_to_tokens(pad_id)
     return {v for v in mapping.values() if isinstance(v, str)}
+
+
+def encode_chunks(analysis: CompatChunks) -> bytes:
+    """Serialise a context's chunks and probabilities with safetensors (no pickle)."""
+    from safetensors.numpy import save as save_arrays
+
+    lengths = np.asarray([len(i) for i in analysis.ids], dtype=np.int64)
+    empty_i, empty_p = np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return bytes(
+        save_arrays(
+            {
+                "lengths": lengths,
+                "ids": np.concatenate(analysis.ids) if analysis.ids else empty_i,
+                "probs": np.concatenate(analysis.probs) if analysis.probs else empty_p,
+            },
+            metadata={"schema": "1", "kind": "compat", "chunks": json.dumps(analysis.chunks)},
+        )
+    )
+
+
+def decode_chunks(data: bytes) -> CompatChunks:
+    """Inverse of :func:`encode_chunks`."""
+    from safetensors.numpy import load as load_arrays
+
+    arrays = load_arrays(data)
+    metadata = _safetensors_metadata(data)
+    bounds = np.cumsum(arrays["lengths"])[:-1]
+    ids = tuple(np.split(arrays["ids"], bounds)) if arrays["lengths"].size else ()
+    probs = tuple(np.split(arrays["probs"], bounds)) if arrays["lengths"].size else ()
+    return CompatChunks(chunks=tuple(json.loads(metadata["chunks"])), ids=ids, probs=probs)
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    import struct
+
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + size])
+    metadata: dict[str, str] = header.get("__metadata__", {})
+    return metadata

@@ -36,6 +36,8 @@ from ragpress.compressors._llmlingua2_compat import (
     CompatResult,
     LLMLingua2Compat,
     WordRules,
+    decode_chunks,
+    encode_chunks,
 )
 from ragpress.compressors._llmlingua2_model import DType, RequestBatcher, load_token_classifier
 from ragpress.compressors._llmlingua2_words import (
@@ -293,7 +295,7 @@ class LLMLingua2Compressor(BaseCompressor):
     def encode_analysis(self, analysis: Any) -> bytes:
         """Serialise with safetensors (arrays plus a small JSON header), never pickle."""
         if isinstance(analysis, CompatChunks):
-            return _encode_compat(analysis)
+            return encode_chunks(analysis)
         return bytes(
             save_arrays(
                 {
@@ -309,7 +311,7 @@ class LLMLingua2Compressor(BaseCompressor):
     def decode_analysis(self, data: bytes) -> Any:
         """Inverse of :meth:`encode_analysis`."""
         if self._compat is not None:
-            return _decode_compat(data)
+            return decode_chunks(data)
         arrays = load_arrays(data)
         return WordAnalysis(
             spans=arrays["spans"].reshape(-1, 2),
@@ -582,41 +584,3 @@ def _detect_rules(backend: Any) -> WordRules:
     """WordPiece tokenizers get BERT's rules; everything else SentencePiece's ``▁`` rules."""
     model_type = type(backend.model).__name__
     return "wordpiece" if model_type == "WordPiece" else "sentencepiece"
-
-
-def _encode_compat(analysis: CompatChunks) -> bytes:
-    import json
-
-    lengths = np.asarray([len(i) for i in analysis.ids], dtype=np.int64)
-    empty_i, empty_p = np.zeros(0, np.int64), np.zeros(0, np.float32)
-    return bytes(
-        save_arrays(
-            {
-                "lengths": lengths,
-                "ids": np.concatenate(analysis.ids) if analysis.ids else empty_i,
-                "probs": np.concatenate(analysis.probs) if analysis.probs else empty_p,
-            },
-            metadata={"schema": _SCHEMA, "kind": "compat", "chunks": json.dumps(analysis.chunks)},
-        )
-    )
-
-
-def _decode_compat(data: bytes) -> CompatChunks:
-    import json
-
-    arrays = load_arrays(data)
-    metadata = _safetensors_metadata(data)
-    bounds = np.cumsum(arrays["lengths"])[:-1]
-    ids = tuple(np.split(arrays["ids"], bounds)) if arrays["lengths"].size else ()
-    probs = tuple(np.split(arrays["probs"], bounds)) if arrays["lengths"].size else ()
-    return CompatChunks(chunks=tuple(json.loads(metadata["chunks"])), ids=ids, probs=probs)
-
-
-def _safetensors_metadata(data: bytes) -> dict[str, str]:
-    import json
-    import struct
-
-    (size,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + size])
-    metadata: dict[str, str] = header.get("__metadata__", {})
-    return metadata

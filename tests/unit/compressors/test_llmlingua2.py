@@ -292,3 +292,19 @@ def test_concurrent_requests_share_forward_passes(xlmr_token_classifier) -> None
     for analyses in results.values():
         for a, probs in zip(analyses, expected, strict=True):
             assert abs(a.probs - probs).max(initial=0.0) < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_cuda_runs_the_same_code_path(bert_token_classifier, dtype) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    cpu = LLMLingua2Compressor(bert_token_classifier)
+    gpu = LLMLingua2Compressor(bert_token_classifier, device="cuda", dtype=dtype)
+    a, b = cpu.analyze(DOCS), gpu.analyze(DOCS)
+    tolerance = 1e-4 if dtype == "float32" else 0.05
+    for x, y in zip(a, b, strict=True):
+        assert (x.spans == y.spans).all()
+        assert abs(x.probs - y.probs).max(initial=0.0) < tolerance
+    result = gpu.compress(None, DOCS, CompressionOptions(rate=0.33), analyses=b)
+    assert abs(result.tokens_after / result.tokens_before - 0.33) <= 0.05 * 0.33
