@@ -262,7 +262,10 @@ def _batches(
     batch: list[int] = []
     for index in order:
         width = lengths[batch[0]] if batch else lengths[index]
-        if batch and (len(batch) >= max_size or (len(batch) + 1) * width > max_tokens):
+        full = len(batch) >= max_size or (len(batch) + 1) * width > max_tokens
+        # A row much shorter than the batch's longest would be mostly padding: start anew.
+        wasteful = 4 * lengths[index] < 3 * width
+        if batch and (full or wasteful):
             yield batch
             batch = []
         batch.append(index)
