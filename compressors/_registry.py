@@ -9,3 +9,4 @@ COMPRESSORS: dict[str, str] = {
     "exit": "ragpress.compressors.exit:ExitCompressor",
     "compllm": "ragpress.compressors.compllm:CompLLMCompressor",
 }
+COMPRESSORS["llmlingua2"] = "ragpress.compressors.llmlingua2:LLMLingua2Compressor"

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.gpu"]
 # Extras that other branches add; every one of them is in pyproject.toml once all are merged.
-EXTRAS_FROM_OTHER_BRANCHES = {"llmlingua2"}
+EXTRAS_FROM_OTHER_BRANCHES: set[str] = set()
 
 
 @pytest.fixture(scope="module")
