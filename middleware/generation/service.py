@@ -20,6 +20,7 @@ from ragpress.middleware.generation.base import (
     SoftPromptBuilder,
     require_embedding_target,
 )
+from ragpress.types import CompressedPassage, CompressionResult
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
     from ragpress.middleware.generation.base import EmbeddingBackend, FinishReason
     from ragpress.middleware.pipeline import Pipeline
-    from ragpress.types import ArrayLike, CompressionOptions, CompressionResult, Passage
+    from ragpress.types import ArrayLike, CompressionOptions, Passage
 
 __all__ = ["SoftGeneration", "SoftPrompt", "SoftPromptService", "build_embedding_backend"]
 
@@ -144,6 +145,31 @@ class SoftPromptService:
             lambda: self.builder.prompt_embeddings(question, concepts, system=system)
         )
         return SoftPrompt(embeddings, result)
+
+    async def aprepare_uncompressed(
+        self, question: str, passages: Sequence[Passage], *, system: str | None = None
+    ) -> SoftPrompt:
+        """The same prompt with the documents as plain tokens, for when compression fails.
+
+        The answer then costs the whole context, but it comes from the same model and template.
+        """
+        builder = self.builder
+
+        def build() -> SoftPrompt:
+            embeddings = builder.full_prompt_embeddings(question, passages, system=system)
+            counts = [builder.count_tokens(p.text) for p in passages]
+            result = CompressionResult(
+                passages=tuple(
+                    CompressedPassage(p, p.text, ((0, len(p.text)),) if p.text else (), n, n)
+                    for p, n in zip(passages, counts, strict=True)
+                ),
+                method="passthrough",
+                tokens_before=sum(counts),
+                tokens_after=sum(counts),
+            )
+            return SoftPrompt(embeddings, result)
+
+        return await anyio.to_thread.run_sync(build)
 
     async def astream(
         self, prompt: SoftPrompt, params: GenerationParams | None = None
