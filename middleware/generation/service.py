@@ -20,7 +20,7 @@ from ragpress.middleware.generation.base import (
     SoftPromptBuilder,
     require_embedding_target,
 )
-from ragpress.types import CompressedPassage, CompressionResult
+from ragpress.middleware.pipeline import passthrough_result
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from ragpress.middleware.generation.base import EmbeddingBackend, FinishReason
     from ragpress.middleware.pipeline import Pipeline
-    from ragpress.types import ArrayLike, CompressionOptions, Passage
+    from ragpress.types import ArrayLike, CompressionOptions, CompressionResult, Passage
 
 __all__ = ["SoftGeneration", "SoftPrompt", "SoftPromptService", "build_embedding_backend"]
 
@@ -158,16 +158,7 @@ class SoftPromptService:
         def build() -> SoftPrompt:
             embeddings = builder.full_prompt_embeddings(question, passages, system=system)
             counts = [builder.count_tokens(p.text) for p in passages]
-            result = CompressionResult(
-                passages=tuple(
-                    CompressedPassage(p, p.text, ((0, len(p.text)),) if p.text else (), n, n)
-                    for p, n in zip(passages, counts, strict=True)
-                ),
-                method="passthrough",
-                tokens_before=sum(counts),
-                tokens_after=sum(counts),
-            )
-            return SoftPrompt(embeddings, result)
+            return SoftPrompt(embeddings, passthrough_result(passages, counts))
 
         return await anyio.to_thread.run_sync(build)
 

@@ -48,6 +48,8 @@ IMAGE_PART_TYPES = ("image_url", "image", "file", "document")
 """Content-part types the handler is registered for."""
 _CACHE_VERSION = "1"
 _TEXT_TYPES = frozenset({"text", "input_text"})
+_LEFT_ALONE = frozenset({"unchanged", "url_not_fetched", "fetch_failed", "skipped"})
+"""Routes after which the part goes upstream exactly as it came."""
 
 
 class ImageFetchError(RagpressError):
@@ -203,7 +205,7 @@ class ImagePartHandler:
             request.model, request.flavor, default_model=self.default_model
         )
         if family is None:
-            return [PartResult(ref, "unknown_model", note=note) for ref in parts]
+            return [PartResult(ref, "unknown_model", note=note, changed=False) for ref in parts]
         policy = self.policy(family)
         keys = [self._key(family, ref.part) for ref in parts]
         cached = await self._cached(keys)
@@ -240,7 +242,8 @@ class ImagePartHandler:
     def _apply(
         self, ref: PartRef, outcome: _Outcome, policy: ImagePartCompressor, note: str | None
     ) -> PartResult:
-        if outcome.route not in ("unchanged", "url_not_fetched", "fetch_failed", "skipped"):
+        changed = outcome.route not in _LEFT_ALONE
+        if changed:
             ref.replace(outcome.parts)
         return PartResult(
             ref,
@@ -250,6 +253,7 @@ class ImagePartHandler:
             documents=[outcome.parts[i] for i in outcome.documents],
             count_tokens=policy.text_tokens,
             note=outcome.note or note,
+            changed=changed,
         )
 
     def _key(self, family: str, part: dict[str, Any]) -> str | None:

@@ -52,6 +52,8 @@ class PartResult:
     compression)."""
     note: str | None = None
     """Something the client should know (sent in ``x-ragpress-notes``)."""
+    changed: bool = True
+    """Whether the part was replaced (``False``: it goes upstream as it came)."""
 
 
 class PartCompressor(Protocol):

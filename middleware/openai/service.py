@@ -20,11 +20,12 @@ Beyond marked text:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ragpress.compressors._registry import SOFT_METHODS
 from ragpress.exceptions import CompressionError, RequestValidationError
@@ -34,7 +35,7 @@ from ragpress.middleware.openai.parts import PartCompressor, PartRequest
 from ragpress.middleware.openai.protocol import RagpressOptions, parse_options
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Awaitable, Mapping, Sequence
 
     from ragpress.middleware.openai.messages import PartRef
     from ragpress.middleware.openai.parts import PartResult
@@ -52,12 +53,16 @@ __all__ = [
     "Prepared",
     "Summary",
     "dumps",
+    "fail_open_or_raise",
+    "within",
 ]
 
 logger = logging.getLogger("ragpress.proxy")
 
 OPTIONS_HEADER = "x-ragpress"
 """Request header carrying the same JSON object as the ``ragpress`` body field."""
+
+T = TypeVar("T")
 
 Outcome = Literal["compressed", "unmarked", "off", "failed-open", "soft"]
 """``soft``: the request is answered from a soft prompt (:attr:`Prepared.soft`), not forwarded."""
@@ -85,6 +90,8 @@ class Summary:
     image_tokens_after: int = 0
     image_routes: dict[str, int] = field(default_factory=dict)
     """Parts per route: ``image``, ``ocr``, ``pdf``, ``unchanged``, ``url_not_fetched``..."""
+    images_changed: int = 0
+    """Parts that were replaced (the others go upstream as they came)."""
 
     @property
     def ratio(self) -> float:
@@ -106,6 +113,7 @@ class Summary:
     def add_part(self, result: PartResult, tokens_after: int) -> None:
         """Count one handled part in (``tokens_after`` after its text was compressed)."""
         self.images += 1
+        self.images_changed += result.changed
         self.image_routes[result.route] = self.image_routes.get(result.route, 0) + 1
         self.image_tokens_before += result.tokens_before
         self.image_tokens_after += tokens_after
@@ -143,14 +151,15 @@ class Prepared:
                 ("x-ragpress-cache-hits", str(s.cache_hits)),
                 ("x-ragpress-cache-misses", str(s.cache_misses)),
             ]
-            if s.images:
-                routes = ",".join(f"{k}={v}" for k, v in sorted(s.image_routes.items()))
-                out += [
-                    ("x-ragpress-images", str(s.images)),
-                    ("x-ragpress-image-routes", routes),
-                    ("x-ragpress-image-tokens-before", str(s.image_tokens_before)),
-                    ("x-ragpress-image-tokens-after", str(s.image_tokens_after)),
-                ]
+        if self.summary is not None and self.summary.images:
+            s = self.summary
+            routes = ",".join(f"{k}={v}" for k, v in sorted(s.image_routes.items()))
+            out += [
+                ("x-ragpress-images", str(s.images)),
+                ("x-ragpress-image-routes", routes),
+                ("x-ragpress-image-tokens-before", str(s.image_tokens_before)),
+                ("x-ragpress-image-tokens-after", str(s.image_tokens_after)),
+            ]
         if self.outcome != "unmarked" or self.ms:
             out.append(("x-ragpress-ms", f"{self.ms:.1f}"))
         if self.error:
@@ -250,11 +259,11 @@ class ChatService:
         if not compress and not images:
             return Prepared(unchanged, "off")
         pipeline = self._pipeline(knobs.method)
-        if pipeline.output_kind == "embeddings":
+        if compress and pipeline.output_kind == "embeddings":
             return self._soft(data, unchanged, flavor, knobs, pipeline.method)
         compression_options = knobs.to_compression_options(param_prefix="ragpress.")
         plan = plan_compression(data, flavor, query=knobs.query)
-        groups = plan.groups if compress else []
+        groups = plan.groups if compress and pipeline.output_kind == "text" else []
         parts = (
             [p for p in plan.other_parts if str(p.part.get("type")) in self.part_compressors]
             if images
@@ -270,27 +279,17 @@ class ChatService:
             )
         except RequestValidationError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the fail-open boundary; closed, it re-raises
             ms = (time.perf_counter() - started) * 1e3
-            if not self.fail_open:
-                if isinstance(exc, CompressionError):
-                    raise
-                raise CompressionError(f"compression failed: {type(exc).__name__}: {exc}") from exc
-            logger.warning(
-                "compression failed; forwarding uncompressed (fail_open)",
-                exc_info=not isinstance(exc, TimeoutError),
-                extra={"event": "compression_failed", "error": type(exc).__name__},
+            error = fail_open_or_raise(
+                exc, fail_open=self.fail_open, then="forwarding uncompressed"
             )
-            return Prepared(
-                unchanged,
-                "failed-open",
-                ms=ms,
-                error=f"{type(exc).__name__}: {exc}",
-                notes=plan.notes,
-            )
+            return Prepared(unchanged, "failed-open", ms=ms, error=error, notes=plan.notes)
         ms = (time.perf_counter() - started) * 1e3
         if summary.method == "passthrough":
             return Prepared(unchanged, "failed-open", summary=summary, ms=ms, notes=plan.notes)
+        if not groups and not summary.images_changed:  # e.g. image URLs that were not fetched
+            return Prepared(unchanged, "unmarked", summary=summary, ms=ms, notes=plan.notes)
         return Prepared(dumps(data), "compressed", summary=summary, ms=ms, notes=plan.notes)
 
     def _images_wanted(self, knobs: RagpressOptions, compress: bool) -> bool:
@@ -330,6 +329,13 @@ class ChatService:
         method: str,
     ) -> Prepared:
         """Route a soft-method request to the soft-prompt service (or refuse it)."""
+        if flavor == "openai" and self.soft is not None:
+            question = self.soft.read(data, knobs, method=method)
+            if question is None:
+                return Prepared(unchanged, "unmarked")
+            return Prepared(unchanged, "soft", soft=question)
+        if not plan_compression(data, flavor).groups:
+            return Prepared(unchanged, "unmarked")  # nothing to compress: forward as usual
         if self.soft is None:
             raise RequestValidationError(
                 f"method {method!r} produces soft embeddings, which an OpenAI/Anthropic chat "
@@ -337,16 +343,11 @@ class ChatService:
                 "prompts (RAGPRESS_PROXY__SOFT__BACKEND=local or vllm)",
                 param="ragpress.method",
             )
-        if flavor != "openai":
-            raise RequestValidationError(
-                f"method {method!r} answers from soft prompts on /v1/chat/completions only; "
-                "send this request there, or choose a text method with ragpress.method",
-                param="ragpress.method",
-            )
-        question = self.soft.read(data, knobs, method=method)
-        if question is None:
-            return Prepared(unchanged, "unmarked")
-        return Prepared(unchanged, "soft", soft=question)
+        raise RequestValidationError(
+            f"method {method!r} answers from soft prompts on /v1/chat/completions only; "
+            "send this request there, or choose a text method with ragpress.method",
+            param="ragpress.method",
+        )
 
     async def compress_groups(
         self, pipeline: Pipeline, groups: Sequence[MessageGroup], options: CompressionOptions
@@ -364,11 +365,13 @@ class ChatService:
     ) -> Summary:
         summary = Summary(method=pipeline.method if groups else "")
         handled = await self._compress_parts(parts, request) if request is not None else []
-        # Text that parts turned into (OCR, PDF text layers) is compressed like marked text.
+        # Text that parts turned into (OCR, PDF text layers) is compressed like marked text
+        # (by a text method: soft embeddings cannot go into a chat request).
         produced = [
             MessageGroup(r.ref.message, [Target(doc, "text", None)], r.ref.query)
             for r in handled
             for doc in r.documents
+            if pipeline.output_kind == "text"
         ]
         before_text = {id(doc): doc["text"] for r in handled for doc in r.documents}
         everything = [*groups, *produced]
@@ -414,23 +417,56 @@ class ChatService:
             handled.extend(await handler.compress_parts(refs, request))
         return handled
 
-    async def _with_timeout(self, work: Any) -> Summary:
-        task: asyncio.Task[Summary] = asyncio.ensure_future(work)
-        done, _ = await asyncio.wait({task}, timeout=self.timeout_seconds)
-        if task in done:
-            return task.result()
-        # Let it finish in the background: it fills the cache for the next request.
-        self._background.add(task)
-        task.add_done_callback(self._finished_late)
-        raise TimeoutError(
-            f"compression took longer than {self.timeout_seconds:g} s "
-            "(RAGPRESS_PROXY__COMPRESSION_TIMEOUT_SECONDS)"
-        )
+    async def _with_timeout(self, work: Awaitable[Summary]) -> Summary:
+        return await within(work, self.timeout_seconds, self._background)
 
-    def _finished_late(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.warning("late compression failed: %r", task.exception())
+
+def fail_open_or_raise(exc: Exception, *, fail_open: bool, then: str) -> str:
+    """Apply the fail-open policy to a compression failure.
+
+    Returns:
+        The reason to report (``x-ragpress-error``), after logging it, when ``fail_open``.
+
+    Raises:
+        CompressionError: ``exc`` (or a wrapper saying what it was) when not ``fail_open``.
+    """
+    if not fail_open:
+        if isinstance(exc, CompressionError):
+            raise exc
+        raise CompressionError(f"compression failed: {type(exc).__name__}: {exc}") from exc
+    logger.warning(
+        "compression failed; %s (fail_open)",
+        then,
+        exc_info=not isinstance(exc, TimeoutError),
+        extra={"event": "compression_failed", "error": type(exc).__name__},
+    )
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def within(
+    work: Awaitable[T], seconds: float, background: set[asyncio.Task[Any]], *, what: str = ""
+) -> T:
+    """``work``'s result, or :class:`TimeoutError` after ``seconds``.
+
+    Work that overruns is not cancelled: it finishes in the background (kept in ``background``),
+    filling the cache for the next request.
+    """
+    task: asyncio.Task[T] = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if task in done:
+        return task.result()
+    background.add(task)
+    task.add_done_callback(functools.partial(_finished_late, background))
+    raise TimeoutError(
+        f"{what or 'compression'} took longer than {seconds:g} s "
+        "(RAGPRESS_PROXY__COMPRESSION_TIMEOUT_SECONDS)"
+    )
+
+
+def _finished_late(background: set[asyncio.Task[Any]], task: asyncio.Task[Any]) -> None:
+    background.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("late compression failed: %r", task.exception())
 
 
 def question_of(text: str) -> str | None:

@@ -20,7 +20,6 @@ uncompressed prompt (the documents as plain tokens), with ``x-ragpress-compressi
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -28,15 +27,22 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ragpress.exceptions import CompressionError, RequestValidationError
+from ragpress.exceptions import RequestValidationError
 from ragpress.middleware.generation.base import GenerationParams
 from ragpress.middleware.openai.context import find_marked
 from ragpress.middleware.openai.errors import sse_error_event
-from ragpress.middleware.openai.service import Prepared, Summary, dumps
+from ragpress.middleware.openai.service import (
+    Prepared,
+    Summary,
+    dumps,
+    fail_open_or_raise,
+    within,
+)
 from ragpress.types import Passage
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Mapping
+    import asyncio
+    from collections.abc import AsyncIterator, Mapping
 
     from ragpress.middleware.generation.service import SoftPrompt, SoftPromptService
     from ragpress.middleware.openai.protocol import RagpressOptions
@@ -205,27 +211,24 @@ class SoftChat:
         started = time.perf_counter()
         outcome, error = "compressed", None
         try:
-            prompt = await self._within(
+            prompt = await within(
                 service.aprepare(
                     question.question,
                     question.passages,
                     system=question.system,
                     options=question.options,
-                )
+                ),
+                self.timeout_seconds,
+                self._background,
+                what="soft compression",
             )
         except RequestValidationError:
             raise
-        except Exception as exc:
-            if not self.fail_open:
-                if isinstance(exc, CompressionError):
-                    raise
-                raise CompressionError(f"compression failed: {type(exc).__name__}: {exc}") from exc
-            logger.warning(
-                "soft compression failed; answering from the uncompressed prompt (fail_open)",
-                exc_info=not isinstance(exc, TimeoutError),
-                extra={"event": "compression_failed", "error": type(exc).__name__},
+        except Exception as exc:  # noqa: BLE001 - the fail-open boundary; closed, it re-raises
+            error = fail_open_or_raise(
+                exc, fail_open=self.fail_open, then="answering from the uncompressed prompt"
             )
-            outcome, error = "failed-open", f"{type(exc).__name__}: {exc}"
+            outcome = "failed-open"
             prompt = await service.aprepare_uncompressed(
                 question.question, question.passages, system=question.system
             )
@@ -317,24 +320,6 @@ class SoftChat:
             stop=tuple(stop or ()),
             seed=seed,
         )
-
-    async def _within(self, work: Awaitable[SoftPrompt]) -> SoftPrompt:
-        """``work``'s result, or ``TimeoutError`` after ``timeout_seconds`` (it goes on)."""
-        task: asyncio.Task[SoftPrompt] = asyncio.ensure_future(work)
-        done, _ = await asyncio.wait({task}, timeout=self.timeout_seconds)
-        if task in done:
-            return task.result()
-        self._background.add(task)
-        task.add_done_callback(self._finished_late)
-        raise TimeoutError(
-            f"soft compression took longer than {self.timeout_seconds:g} s "
-            "(RAGPRESS_PROXY__COMPRESSION_TIMEOUT_SECONDS)"
-        )
-
-    def _finished_late(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.warning("late soft compression failed: %r", task.exception())
 
     async def averify(self) -> None:
         """Start-up check of every backend (vLLM must read our embeddings as token ids).

@@ -125,6 +125,9 @@ class ProxyMetrics:
         outcome = prepared.outcome if prepared is not None else "none"
         self.requests.labels(route, str(status), outcome).inc()
         self.latency.labels(route).observe(seconds)
+        if prepared is not None and prepared.summary is not None:
+            for image_route, count in prepared.summary.image_routes.items():
+                self.images.labels(image_route).inc(count)
         if prepared is None or prepared.outcome == "unmarked":
             return
         if prepared.outcome == "failed-open":
@@ -135,8 +138,6 @@ class ProxyMetrics:
             self.tokens_before.inc(summary.tokens_before)
             self.tokens_after.inc(summary.tokens_after)
             self.tokens_saved.inc(max(0, summary.tokens_before - summary.tokens_after))
-            for route, count in summary.image_routes.items():
-                self.images.labels(route).inc(count)
             self.image_tokens_before.inc(summary.image_tokens_before)
             self.image_tokens_after.inc(summary.image_tokens_after)
 

@@ -197,6 +197,7 @@ def test_a_url_off_the_allow_list_is_passed_on_untouched_and_never_fetched(clien
     assert images.paths == []  # not fetched: the provider gets the URL as it was
     assert llm.last().json()["messages"][0]["content"][1] == part
     assert raw.headers["x-ragpress-image-routes"] == "url_not_fetched=1"
+    assert raw.headers["x-ragpress-compression"] == "unmarked"  # the client's bytes went on
     assert "not in allow_hosts" in raw.headers["x-ragpress-notes"]
 
 
@@ -215,6 +216,7 @@ def test_unknown_models_leave_images_alone_and_say_what_to_set(client, llm):
     raw = ask(client, part, model="my-local-vlm")
     assert llm.last().json()["messages"][0]["content"][1] == part
     assert "RAGPRESS_PROXY__IMAGES__DEFAULT_MODEL" in raw.headers["x-ragpress-notes"]
+    assert raw.headers["x-ragpress-image-routes"] == "unknown_model=1"
 
 
 def test_a_request_can_opt_out_and_bad_images_are_a_400_naming_the_part(client, llm):
