@@ -298,6 +298,9 @@ def _compress_part(
     """Compress one part (runs in a worker thread)."""
     if part.get("type") in ("file", "document"):
         return _compress_document(policy, part, param, budget)
+    source = part.get("source")
+    if part.get("type") == "image" and isinstance(source, dict) and source.get("type") == "file":
+        return _Outcome([part], "skipped")  # Anthropic Files API: nothing here to compress
     try:
         result = policy.compress(part, budget_tokens=budget, param=param)
     except ImageFetchError as exc:

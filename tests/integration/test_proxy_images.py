@@ -231,6 +231,19 @@ def test_a_request_can_opt_out_and_bad_images_are_a_400_naming_the_part(client, 
     assert llm.requests == []
 
 
+def test_a_compression_timeout_fails_open_and_forwards_the_image_as_sent(llm, ca_file):
+    settings = image_settings(ca_file, ocr=False)
+    part = openai_image(data_url(CHART))
+    with (
+        running_proxy(llm, proxy={**settings, "compression_timeout_seconds": 1e-6}) as url,
+        openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0) as client,
+    ):
+        raw = ask(client, part)
+    assert raw.headers["x-ragpress-compression"] == "failed-open"
+    assert "TimeoutError" in raw.headers["x-ragpress-error"]
+    assert llm.last().json()["messages"][0]["content"][1] == part
+
+
 def test_reject_mode_answers_an_openai_400_for_urls_off_the_allow_list(llm, ca_file, images):
     settings = image_settings(ca_file, on_disallowed_url="reject", ocr=False)
     with (

@@ -104,3 +104,21 @@ def test_the_visual_extra_is_checked_at_start_up(monkeypatch) -> None:
     )
     with pytest.raises(MissingDependencyError, match="visual"):
         ImagePartHandler(ocr=True)
+
+
+async def test_parts_without_data_here_pass_as_they_came() -> None:
+    handler = ImagePartHandler(ocr=False)
+    anthropic_file = {"type": "image", "source": {"type": "file", "file_id": "file_011"}}
+    openai_file = {"type": "file", "file": {"file_id": "file-abc"}}
+    cited = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="},
+        "citations": {"enabled": True},
+    }
+    body = {"messages": [{"role": "user", "content": [anthropic_file, openai_file, cited]}]}
+    before = json.dumps(body)
+    refs = plan_compression(body, "anthropic").other_parts
+    request = PartRequest("claude-test", "anthropic", CompressionOptions())
+    results = await handler.compress_parts(refs, request)
+    assert [(r.route, r.changed) for r in results] == [("skipped", False)] * 3
+    assert json.dumps(body) == before
