@@ -9,6 +9,7 @@ COMPRESSORS: dict[str, str] = {
     "exit": "ragpress.compressors.exit:ExitCompressor",
     "compllm": "ragpress.compressors.compllm:CompLLMCompressor",
 }
+COMPRESSORS["llmlingua2"] = "ragpress.compressors.llmlingua2:LLMLingua2Compressor"
 
 SOFT_METHODS: frozenset[str] = frozenset({"compllm"})
 """Registry names whose compressors emit soft embeddings (``output_kind == "embeddings"``),

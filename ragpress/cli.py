@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "train-soft": "ragpress.commands.train_soft:train_soft",
     "index": "ragpress.commands.index:index",
     "serve": "ragpress.commands.serve:serve",
+    "distill": "ragpress.commands.distill:distill",
 }
 
 try:

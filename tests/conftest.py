@@ -233,3 +233,24 @@ def compllm(compllm_adapter_dir):
     from ragpress.compressors.compllm import CompLLMCompressor
 
     return CompLLMCompressor(str(compllm_adapter_dir))
+
+
+# -- LLMLingua-2: tiny checkpoints built here (see tests/llmlingua2_checkpoints.py) -------------
+
+
+@pytest.fixture(scope="session")
+def bert_token_classifier(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """MiniLM's first 2 layers (WordPiece) + a seeded random 2-label head (llmlingua-valid name)."""
+    from llmlingua2_checkpoints import build_bert_checkpoint
+
+    root = tmp_path_factory.mktemp("l2")
+    return str(build_bert_checkpoint(root / "bert-base-multilingual-cased-minilm", num_layers=2))
+
+
+@pytest.fixture(scope="session")
+def xlmr_token_classifier(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A locally trained Unigram (SentencePiece-style) tokenizer + a tiny random XLM-R."""
+    from llmlingua2_checkpoints import build_xlmr_checkpoint
+
+    root = tmp_path_factory.mktemp("l2")
+    return str(build_xlmr_checkpoint(root / "xlm-roberta-large-tiny"))

@@ -25,6 +25,7 @@ __all__ = [
     "fail",
     "load_settings",
     "options_from",
+    "parse_params",
     "pipeline_options",
     "progress_bar",
     "quiet_third_party",
@@ -35,13 +36,25 @@ F = Any
 
 
 def pipeline_options(func: F) -> F:
-    """``--method``, ``--cache``, ``--max-document-chars``, ``--env-file``."""
+    """``--method``, ``--model``, ``--param``, ``--cache``, ``--max-document-chars``, and more."""
     decorators: list[Callable[[F], F]] = [
         click.option(
             "--method",
             "-m",
             metavar="NAME",
             help="Compressor (default sentence_selection); chain with +, e.g. a+b.",
+        ),
+        click.option(
+            "--model",
+            metavar="PATH_OR_ID",
+            help="Model of the compressor (hub id or local folder), e.g. for llmlingua2.",
+        ),
+        click.option(
+            "--param",
+            "params",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="A compressor constructor argument (repeatable); VALUE is JSON or a string.",
         ),
         click.option(
             "--cache",
@@ -95,8 +108,14 @@ def load_settings(
     cache: str | None,
     max_document_chars: int | None,
     verbose: bool = False,
+    model: str | None = None,
+    params: tuple[str, ...] = (),
 ) -> RagpressSettings:
-    """Settings from the environment (and ``--env-file``), overridden by the given flags."""
+    """Settings from the environment (and ``--env-file``), overridden by the given flags.
+
+    ``--model`` and ``--param`` go to the compressor's constructor; with a chain, to its last
+    (finest) stage.
+    """
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -121,6 +140,11 @@ def load_settings(
                 )
         if max_document_chars:
             data["compression"]["max_document_chars"] = max_document_chars
+        extra = parse_params(params)
+        if model:
+            extra["model"] = model
+        if extra:
+            _apply_params(data["compression"], extra)
         return RagpressSettings.model_validate(data)
     except ValidationError as exc:
         raise click.UsageError(f"invalid settings: {exc}") from exc
@@ -147,6 +171,35 @@ def require_text_method(settings: RagpressSettings) -> None:
             "through the Python API (ragpress.middleware.generation.SoftPromptService) or the "
             "proxy with a local or vLLM model, or pick a text method such as sentence_selection"
         )
+
+
+def parse_params(params: tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` flags to a dict; VALUE is read as JSON when it parses, else as a string."""
+    out: dict[str, Any] = {}
+    for item in params:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(
+                f"{item!r}: write KEY=VALUE, e.g. device=cuda", param_hint="--param"
+            )
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def _apply_params(compression: dict[str, Any], extra: dict[str, Any]) -> None:
+    stages = compression.get("stages") or []
+    methods = [m.strip() for m in compression["method"].split("+") if m.strip()]
+    if not stages and len(methods) == 1:
+        compression["params"] = {**compression.get("params", {}), **extra}
+        return
+    if not stages:
+        stages = [{"method": m} for m in methods]
+    last = dict(stages[-1])
+    last["params"] = {**(last.get("params") or {}), **extra}
+    compression["stages"] = [*stages[:-1], last]
 
 
 def options_from(

@@ -78,6 +78,8 @@ def batch(
     source: str,
     target: str,
     method: str | None,
+    model: str | None,
+    params: tuple[str, ...],
     cache: str | None,
     max_document_chars: int | None,
     env_file: str | None,
@@ -136,6 +138,8 @@ def batch(
         cache=cache,
         max_document_chars=max_document_chars,
         verbose=verbose,
+        model=model,
+        params=params,
     )
     require_text_method(settings)
     quiet_third_party()

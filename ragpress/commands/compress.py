@@ -38,6 +38,8 @@ def compress(
     source: str,
     query: str | None,
     method: str | None,
+    model: str | None,
+    params: tuple[str, ...],
     cache: str | None,
     max_document_chars: int | None,
     env_file: str | None,
@@ -69,6 +71,8 @@ def compress(
         cache=cache,
         max_document_chars=max_document_chars,
         verbose=verbose,
+        model=model,
+        params=params,
     )
     require_text_method(settings)
     quiet_third_party()
