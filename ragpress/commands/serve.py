@@ -59,6 +59,8 @@ def serve(
     server: str | None,
     no_compress: bool,
     method: str | None,
+    model: str | None,
+    params: tuple[str, ...],
     cache: str | None,
     max_document_chars: int | None,
     env_file: str | None,
@@ -83,6 +85,8 @@ def serve(
         cache=cache,
         max_document_chars=max_document_chars,
         verbose=verbose,
+        model=model,
+        params=params,
     )
     data = settings.model_dump()
     for section, key, value in (
