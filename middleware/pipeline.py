@@ -39,7 +39,13 @@ if TYPE_CHECKING:
     from ragpress.middleware.cache_policy import FailOpenCache
     from ragpress.types import Retriever, TokenCounter
 
-__all__ = ["DEFAULT_MAX_DOCUMENT_CHARS", "CompressRequest", "Pipeline", "Stage"]
+__all__ = [
+    "DEFAULT_MAX_DOCUMENT_CHARS",
+    "CompressRequest",
+    "Pipeline",
+    "Stage",
+    "passthrough_result",
+]
 
 logger = logging.getLogger("ragpress.pipeline")
 
@@ -517,15 +523,20 @@ class Pipeline:
     def _passthrough(self, passages: list[Passage]) -> CompressionResult:
         counter = self.token_counter
         counts = counter.count_many([p.text for p in passages]) if counter else [0] * len(passages)
-        return CompressionResult(
-            passages=tuple(
-                CompressedPassage(p, p.text, ((0, len(p.text)),) if p.text else (), n, n)
-                for p, n in zip(passages, counts, strict=True)
-            ),
-            method="passthrough",
-            tokens_before=sum(counts),
-            tokens_after=sum(counts),
-        )
+        return passthrough_result(passages, counts)
+
+
+def passthrough_result(passages: Sequence[Passage], counts: Sequence[int]) -> CompressionResult:
+    """``passages`` as they are (method ``passthrough``), with their token ``counts``."""
+    return CompressionResult(
+        passages=tuple(
+            CompressedPassage(p, p.text, ((0, len(p.text)),) if p.text else (), n, n)
+            for p, n in zip(passages, counts, strict=True)
+        ),
+        method="passthrough",
+        tokens_before=sum(counts),
+        tokens_after=sum(counts),
+    )
 
 
 def _split(flat: list[Any], groups: list[list[Passage]]) -> list[list[Any]]:

@@ -23,9 +23,11 @@ __all__ = [
     "CacheSettings",
     "CompressionSettings",
     "EmbedderSettings",
+    "ImageSettings",
     "ProxySettings",
     "RagpressSettings",
     "RetrievalSettings",
+    "SoftPromptSettings",
     "StageSettings",
     "UpstreamSettings",
     "hand_over",
@@ -174,6 +176,49 @@ class UpstreamSettings(_Section):
     """How long an idle upstream connection is kept open."""
 
 
+class ImageSettings(_Section):
+    """Image and PDF parts of chat requests in the proxy (extra ``visual``)."""
+
+    enabled: bool = False
+    """Compress image parts (data URLs, allow-listed https URLs) and base64 PDF parts."""
+    allow_hosts: list[str] = Field(default_factory=list)
+    """Hosts whose https image URLs the proxy may fetch (`cdn.example.org`, `*.example.org`)."""
+    on_disallowed_url: Literal["pass", "reject"] = "pass"
+    """A URL not on allow_hosts: pass it on untouched (the provider fetches it) or answer 400."""
+    ocr: bool = True
+    """Send the OCR text of text-heavy images when it costs less than the image (RapidOCR)."""
+    max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    """Largest image or PDF accepted, encoded; larger inline ones get 400."""
+    budget_tokens: int | None = Field(None, gt=0)
+    """Most tokens one image may cost; empty: the cheapest legible version."""
+    default_model: str | None = None
+    """Cost images as this model (e.g. gpt-4o) when the request's model has no known family;
+    empty: leave them untouched (Claude's formula on /v1/messages)."""
+    fetch_timeout_seconds: float = Field(10.0, gt=0)
+    """Longest time to fetch one allow-listed image URL."""
+    ca_file: Path | None = None
+    """PEM bundle of the CAs trusted when fetching images; empty: the certifi bundle."""
+
+
+class SoftPromptSettings(_Section):
+    """Where soft prompts (method compllm) are answered: they need a model that reads embeddings."""
+
+    backend: Literal["none", "local", "vllm"] = "none"
+    """`local` (the compressor's own model, in process), `vllm` (prompt_embeds), or `none`."""
+    url: str | None = None
+    """vLLM's OpenAI base URL (http://host:8000/v1); empty: RAGPRESS_UPSTREAM__BASE_URL."""
+    model: str | None = None
+    """Model name vLLM serves; empty: the adapter's base model id."""
+    api_key: SecretStr | None = None
+    """Key for vLLM (`Authorization: Bearer`); empty: RAGPRESS_UPSTREAM__API_KEY."""
+    timeout_seconds: float = Field(120.0, gt=0)
+    """Longest wait for vLLM's next byte."""
+    verify: bool = True
+    """At start-up, check that vLLM reads our embeddings as it reads token ids."""
+    max_tokens: int = Field(512, gt=0)
+    """Completion tokens when a request gives no max_tokens."""
+
+
 class ProxySettings(_Section):
     """The REST proxy (`ragpress serve`)."""
 
@@ -199,6 +244,10 @@ class ProxySettings(_Section):
     """Port `ragpress serve` listens on."""
     server: Literal["uvicorn", "granian"] = "uvicorn"
     """The ASGI server `ragpress serve` runs."""
+    images: ImageSettings = Field(default_factory=ImageSettings)
+    """Image and PDF parts of chat requests."""
+    soft: SoftPromptSettings = Field(default_factory=SoftPromptSettings)
+    """Soft prompts (method compllm)."""
 
 
 class RagpressSettings(BaseSettings):

@@ -357,6 +357,20 @@ class CompLLMCompressor(BaseCompressor):
         context = [i for p in passages for s in self.segments(p) for i in s.ids]
         return self.prompt_parts(question, system=system).around(context)
 
+    def full_prompt_embeddings(
+        self, question: str, passages: Sequence[Passage], *, system: str | None = None
+    ) -> torch.Tensor:
+        """:meth:`full_prompt_ids` as input embeddings: the prompt without compression.
+
+        Serving code falls back to it when compression fails: the same model and template read
+        the documents as plain tokens.
+        """
+        return self.encoder.embed_ids(self.full_prompt_ids(question, passages, system=system))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` in the base model's tokenizer (e.g. a completion's usage)."""
+        return len(self.encoder.tokenizer.encode(text, add_special_tokens=False))
+
     # -- persistence ---------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:

@@ -80,8 +80,14 @@ def compress_pdf(
         buffer = io.BytesIO()
         page.image.save(buffer, format="PNG")
         page_param = f"{param}.pages[{page.index}]"
+        rendered = buffer.getvalue()
+        # The image alone decides whether the text layer wins; OCR runs only when it does not.
         image = parts.compress_bytes(
-            buffer.getvalue(), shape=shape, budget_tokens=budget_tokens_per_page, param=page_param
+            rendered,
+            shape=shape,
+            budget_tokens=budget_tokens_per_page,
+            param=page_param,
+            allow_ocr=False,
         )
         layer_tokens = parts.text_tokens(page.text) if page.text else 0
         image_before = image.tokens_before or 0
@@ -92,6 +98,11 @@ def compress_pdf(
             texts.append(page.text)
             routes.append(PdfPageRoute(page.index, "text_layer", before, layer_tokens))
             continue
+        if parts.ocr_engine is not None and image.route != "blank":
+            image = parts.compress_bytes(
+                rendered, shape=shape, budget_tokens=budget_tokens_per_page, param=page_param
+            )
+            image_after = image.tokens_after or 0
         out.extend(image.parts)
         if image.text:
             texts.append(image.text)

@@ -197,6 +197,7 @@ class ImagePartCompressor:
         detail: Detail = "auto",
         budget_tokens: int | None = None,
         param: str = "image",
+        allow_ocr: bool = True,
     ) -> ImagePartResult:
         """Compress encoded image bytes into a part of the given wire ``shape``.
 
@@ -209,6 +210,7 @@ class ImagePartCompressor:
             detail: The ``detail`` the caller asked for.
             budget_tokens: Most tokens the image may cost.
             param: Field name used in error messages.
+            allow_ocr: Allow the OCR route (when an engine is configured).
         """
         if len(data) > self.max_bytes:
             raise RequestValidationError(
@@ -229,7 +231,7 @@ class ImagePartCompressor:
                 self.text_tokens(BLANK_IMAGE_TEXT),
                 image=result,
             )
-        decision = self._ocr(data, result, param)
+        decision = self._ocr(data, result, param) if allow_ocr else None
         if decision is not None and decision[0].use_text:
             ocr, text = decision
             return ImagePartResult(

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from ragpress.exceptions import ConfigurationError, RequestValidationError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
 
-    from ragpress.types import ArrayLike
+    from ragpress.types import ArrayLike, Passage
 
 __all__ = [
     "EMBEDDING_TARGETS",
@@ -110,6 +110,16 @@ class SoftPromptBuilder(Protocol):
 
     def probe_prompt(self, question: str = ...) -> tuple[list[int], ArrayLike]:
         """A short templated prompt as token ids and as embeddings (backend checks)."""
+        ...
+
+    def full_prompt_embeddings(
+        self, question: str, passages: Sequence[Passage], *, system: str | None = None
+    ) -> ArrayLike:
+        """The same prompt with the documents as plain tokens (no compression)."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` in the model's tokenizer."""
         ...
 
 

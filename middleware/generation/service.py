@@ -20,6 +20,7 @@ from ragpress.middleware.generation.base import (
     SoftPromptBuilder,
     require_embedding_target,
 )
+from ragpress.middleware.pipeline import passthrough_result
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -144,6 +145,22 @@ class SoftPromptService:
             lambda: self.builder.prompt_embeddings(question, concepts, system=system)
         )
         return SoftPrompt(embeddings, result)
+
+    async def aprepare_uncompressed(
+        self, question: str, passages: Sequence[Passage], *, system: str | None = None
+    ) -> SoftPrompt:
+        """The same prompt with the documents as plain tokens, for when compression fails.
+
+        The answer then costs the whole context, but it comes from the same model and template.
+        """
+        builder = self.builder
+
+        def build() -> SoftPrompt:
+            embeddings = builder.full_prompt_embeddings(question, passages, system=system)
+            counts = [builder.count_tokens(p.text) for p in passages]
+            return SoftPrompt(embeddings, passthrough_result(passages, counts))
+
+        return await anyio.to_thread.run_sync(build)
 
     async def astream(
         self, prompt: SoftPrompt, params: GenerationParams | None = None

@@ -51,6 +51,13 @@ class CompressService:
                 asked for compression and gets an error it can act on).
         """
         pipeline = self.chat.pipelines.get(request.method)
+        if pipeline.output_kind == "embeddings":
+            raise RequestValidationError(
+                f"method={pipeline.method!r} produces soft embeddings, not text, so this API "
+                "has nothing to return; choose a text method, or send the documents through "
+                "/v1/chat/completions, which answers from soft prompts",
+                param="method",
+            )
         options = request.to_compression_options()
         passages = [
             Passage(d.text, title=d.title, id=d.id, metadata=d.metadata) for d in request.documents

@@ -15,8 +15,9 @@ The rules, in order:
    the message alone, so history that is sent again compresses to the same bytes and the
    provider's prefix cache keeps hitting.
 
-Image and other non-text parts are reported in :attr:`Plan.other_parts` (past the protected
-prefix) for handlers that can compress them; none is built in yet.
+Image and other non-text parts past the protected prefix are reported in
+:attr:`Plan.other_parts`, each with its message's question, for handlers that compress them
+(:mod:`ragpress.middleware.openai.images`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from ragpress.middleware.openai.context import MarkedText, find_marked, replace_
 from ragpress.types import Passage
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ragpress.middleware.openai.protocol import Flavor
 
 __all__ = ["MessageGroup", "PartRef", "Plan", "Target", "plan_compression"]
@@ -84,10 +87,31 @@ class MessageGroup:
 
 @dataclass(frozen=True, slots=True)
 class PartRef:
-    """A non-text content part that a future handler (images) could compress."""
+    """A non-text content part (an image, a PDF) that a part handler may replace."""
 
     message: int
+    """Index of its message in ``messages``."""
+    index: int
+    """Index of the part in the message's ``content`` list."""
     part: dict[str, Any]
+    content: list[Any] = field(repr=False, compare=False)
+    """The ``content`` list that holds the part (rewritten in place by :meth:`replace`)."""
+    query: str | None = None
+    """The question the part's message asks (as for text: the message's own, else a neighbour)."""
+
+    @property
+    def param(self) -> str:
+        """Where the part sits in the request, for error messages."""
+        return f"messages[{self.message}].content[{self.index}]"
+
+    def replace(self, parts: Sequence[dict[str, Any]]) -> None:
+        """Put ``parts`` where this part is.
+
+        The part is found by identity, so earlier replacements that changed the list's length
+        do not matter.
+        """
+        position = next(i for i, p in enumerate(self.content) if p is self.part)
+        self.content[position : position + 1] = list(parts)
 
 
 @dataclass
@@ -137,6 +161,7 @@ def plan_compression(body: dict[str, Any], flavor: Flavor, *, query: str | None 
         return plan
     frozen_until: Position = (-1, -1)
     slots_by_message: dict[int, list[_Slot]] = {}
+    parts_by_message: dict[int, list[tuple[int, dict[str, Any]]]] = {}
     own_text: dict[int, str] = {}
     tool_like: set[int] = set()
     roles = _COMPRESSIBLE_ROLES[flavor]
@@ -153,14 +178,21 @@ def plan_compression(body: dict[str, Any], flavor: Flavor, *, query: str | None 
         if message.get("role") == "tool" or any(s.kind == "tool_result" for s in slots):
             tool_like.add(i)
         slots_by_message[i] = slots
-        plan.other_parts.extend(PartRef(i, part) for part in others)
+        parts_by_message[i] = others
         own_text[i] = " ".join(
             find_marked(s.holder[s.key]).outside
             for s in slots
             if s.kind == "text" and message.get("role") != "tool"
         ).strip()
-    plan.other_parts = [p for p in plan.other_parts if p.message > frozen_until[0]]
     user_turns = sorted(i for i, text in own_text.items() if text)
+    for i, others in parts_by_message.items():
+        fresh = [(j, part) for j, part in others if (i, j) > frozen_until]
+        if fresh:
+            question = query or own_text.get(i) or _neighbour(i, user_turns, own_text, tool_like)
+            content = messages[i]["content"]
+            plan.other_parts.extend(
+                PartRef(i, j, part, content, question or None) for j, part in fresh
+            )
     for i, slots in slots_by_message.items():
         targets = []
         for slot in slots:
@@ -192,10 +224,10 @@ def _neighbour(
 
 def _walk_content(
     index: int, message: dict[str, Any]
-) -> tuple[list[_Slot], list[dict[str, Any]], Position | None]:
-    """Text slots, other parts, and the last ``cache_control`` position of one message."""
+) -> tuple[list[_Slot], list[tuple[int, dict[str, Any]]], Position | None]:
+    """Text slots, other parts (with their index), and the last ``cache_control`` position."""
     slots: list[_Slot] = []
-    others: list[dict[str, Any]] = []
+    others: list[tuple[int, dict[str, Any]]] = []
     marker: Position | None = None
     content = message.get("content")
     if isinstance(content, str):
@@ -226,7 +258,7 @@ def _walk_content(
         elif kind == "document" and _plain_text_document(part):
             slots.append(_Slot(position, part["source"], "data", "document", part.get("title")))
         else:
-            others.append(part)
+            others.append((j, part))
     return slots, others, marker
 
 

@@ -94,6 +94,11 @@ class RagpressOptions(CompressionKnobs):
         description="The question the context should answer; by default the user's text "
         "outside the <context> markers.",
     )
+    images: bool | None = Field(
+        None,
+        description="Compress image and PDF parts (true) or leave them alone (false); unset "
+        "follows `compress` on servers that compress images (RAGPRESS_PROXY__IMAGES__ENABLED).",
+    )
 
     def merged_over(self, base: RagpressOptions | None) -> RagpressOptions:
         """These options, with fields left unset taken from ``base``."""

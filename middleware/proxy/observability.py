@@ -79,13 +79,31 @@ class ProxyMetrics:
             registry=r,
         )
         self.tokens_before = Counter(
-            "ragpress_tokens_before", "Tokens of the marked context before compression.", registry=r
+            "ragpress_tokens_before",
+            "Tokens of the marked context (and image parts) before compression.",
+            registry=r,
         )
         self.tokens_after = Counter(
             "ragpress_tokens_after", "Tokens of the marked context after compression.", registry=r
         )
         self.tokens_saved = Counter(
             "ragpress_tokens_saved", "Tokens removed from requests by compression.", registry=r
+        )
+        self.images = Counter(
+            "ragpress_images",
+            "Image and PDF parts handled, by route (image, ocr, pdf, unchanged, ...).",
+            ["route"],
+            registry=r,
+        )
+        self.image_tokens_before = Counter(
+            "ragpress_image_tokens_before",
+            "Image tokens of the handled parts as received (the target model's image cost).",
+            registry=r,
+        )
+        self.image_tokens_after = Counter(
+            "ragpress_image_tokens_after",
+            "Tokens of what replaced them (a smaller image, or OCR text).",
+            registry=r,
         )
         self.compression_failures = Counter(
             "ragpress_compression_failures",
@@ -107,6 +125,9 @@ class ProxyMetrics:
         outcome = prepared.outcome if prepared is not None else "none"
         self.requests.labels(route, str(status), outcome).inc()
         self.latency.labels(route).observe(seconds)
+        if prepared is not None and prepared.summary is not None:
+            for image_route, count in prepared.summary.image_routes.items():
+                self.images.labels(image_route).inc(count)
         if prepared is None or prepared.outcome == "unmarked":
             return
         if prepared.outcome == "failed-open":
@@ -117,6 +138,8 @@ class ProxyMetrics:
             self.tokens_before.inc(summary.tokens_before)
             self.tokens_after.inc(summary.tokens_after)
             self.tokens_saved.inc(max(0, summary.tokens_before - summary.tokens_after))
+            self.image_tokens_before.inc(summary.image_tokens_before)
+            self.image_tokens_after.inc(summary.image_tokens_after)
 
     def render(self) -> bytes:
         """The text exposition format."""

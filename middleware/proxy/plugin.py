@@ -25,6 +25,7 @@ from ragpress.middleware.openai.service import ChatService
 from ragpress.middleware.proxy.auth import ClientKeys
 from ragpress.middleware.proxy.observability import ProxyMetrics
 from ragpress.middleware.proxy.routes import ROUTES, STATE_KEY, ProxyState
+from ragpress.middleware.proxy.services import build_image_handlers, build_soft_chat
 from ragpress.middleware.proxy.upstream import UpstreamClient
 from ragpress.middleware.wiring import build_pipeline_set
 
@@ -55,11 +56,14 @@ def build_state(
     """
     pipelines = pipelines or build_pipeline_set(settings)
     proxy = settings.proxy
+    part_compressors, fetcher = build_image_handlers(settings, pipelines)
     chat = ChatService(
         pipelines,
         compress_by_default=proxy.compress_by_default,
         fail_open=proxy.fail_open,
         timeout_seconds=proxy.compression_timeout_seconds,
+        part_compressors=part_compressors,
+        soft=build_soft_chat(settings, pipelines),
     )
 
     def cache_counters() -> list[Any]:
@@ -78,6 +82,8 @@ def build_state(
         ),
         access_log=proxy.access_log,
         max_body_bytes=proxy.max_body_bytes,
+        image_fetcher=fetcher,
+        verify_soft=proxy.soft.verify,
     )
 
 
@@ -157,11 +163,17 @@ class RagpressPlugin(InitPluginProtocol):
         state = self.state
 
         async def started() -> None:
+            if state.chat.soft is not None and state.verify_soft:
+                await state.chat.soft.averify()
             state.ready = True
 
         async def stopping() -> None:
             state.ready = False
             await state.upstream.aclose()
+            if state.chat.soft is not None:
+                await state.chat.soft.aclose()
+            if state.image_fetcher is not None:
+                state.image_fetcher.close()
             await state.chat.pipelines.aclose()
 
         router = Router(

@@ -44,7 +44,7 @@ from ragpress.middleware.proxy.openapi import operation
 from ragpress.middleware.proxy.sse import is_event_stream, relay
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from litestar.datastructures import State
 
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from ragpress.middleware.openai.protocol import Flavor
     from ragpress.middleware.openai.service import ChatService, Prepared
     from ragpress.middleware.proxy.auth import ClientKeys
+    from ragpress.middleware.proxy.fetch import ImageFetcher
     from ragpress.middleware.proxy.observability import ProxyMetrics
     from ragpress.middleware.proxy.upstream import UpstreamClient
 
@@ -80,6 +81,9 @@ class ProxyState:
     access_log: bool = True
     max_body_bytes: int = 0
     ready: bool = False
+    image_fetcher: ImageFetcher | None = None
+    verify_soft: bool = True
+    """Run the soft-prompt backends' start-up check (vLLM embedding parity)."""
 
 
 def _state(request: Request[Any, Any, State]) -> ProxyState:
@@ -135,6 +139,8 @@ async def _forward(
         prepared = await state.chat.prepare(
             body, flavor=flavor, header=request.headers.get(OPTIONS_HEADER)
         )
+        if prepared.soft is not None:
+            return await _answer_soft(request, state, prepared, route_name, request_id, started)
         body = prepared.body
     drop, replace = _credentials(state, flavor, consumed)
     forwarded = request_headers(request.scope["headers"], drop=drop, replace=replace)
@@ -189,6 +195,58 @@ async def _forward(
     content = await response.read_raw()
     finish(None, len(content))
     return ASGIResponse(body=content, status_code=status, headers=headers)
+
+
+async def _answer_soft(
+    request: Request[Any, Any, State],
+    state: ProxyState,
+    prepared: Prepared,
+    route_name: str,
+    request_id: str,
+    started: float,
+) -> ASGIResponse:
+    """Answer from a soft prompt (CompLLM) instead of forwarding; same headers, metrics, log."""
+    assert prepared.soft is not None and state.chat.soft is not None
+    answer = await state.chat.soft.answer(prepared.soft)
+    headers = [*answer.headers, ("x-ragpress-request-id", request_id)]
+
+    def finish(error: BaseException | None, sent: int) -> None:
+        seconds = time.perf_counter() - started
+        state.metrics.observe(route_name, 200, answer.prepared, seconds)
+        if state.access_log:
+            _log_request(
+                request, request_id, route_name, 200, seconds, answer.prepared, sent, error
+            )
+
+    if answer.stream is None:
+        assert answer.body is not None
+        finish(None, len(answer.body))
+        return ASGIResponse(
+            body=answer.body, status_code=200, headers=headers, media_type="application/json"
+        )
+    stream = answer.stream
+    state.metrics.streams.inc()
+
+    async def events() -> AsyncIterator[bytes]:
+        sent, error = 0, None
+        try:
+            async for frame in stream:
+                sent += len(frame)
+                yield frame
+        except BaseException as exc:  # the client went away: record it, then let it unwind
+            error = exc
+            raise
+        finally:
+            state.metrics.streams.dec()
+            finish(error, sent)
+
+    headers.append(("cache-control", "no-cache"))
+    return ASGIStreamingResponse(
+        iterator=events(),
+        status_code=200,
+        headers=headers,  # type: ignore[arg-type]  # a list keeps repeated headers
+        media_type="text/event-stream",
+    )
 
 
 def _log_request(

@@ -134,14 +134,18 @@ class ImageShrinker:
 
     def __init__(self) -> None:
         self.seen: list[str] = []
+        self.requests: list = []
 
-    async def compress_parts(self, parts, query, options):
-        from ragpress.middleware.openai.service import Summary
+    async def compress_parts(self, parts, request):
+        from ragpress.middleware.openai.parts import PartResult
 
+        self.requests.append(request)
+        results = []
         for ref in parts:
             self.seen.append(ref.part["image_url"]["url"])
-            ref.part["image_url"]["detail"] = "low"
-        return Summary(tokens_before=100 * len(parts), tokens_after=10 * len(parts))
+            ref.replace([{**ref.part, "image_url": {**ref.part["image_url"], "detail": "low"}}])
+            results.append(PartResult(ref, "image", 100, 10))
+        return results
 
 
 async def test_image_parts_past_the_protected_prefix_reach_a_part_compressor(fake_embedder):
@@ -170,7 +174,15 @@ async def test_image_parts_past_the_protected_prefix_reach_a_part_compressor(fak
     ).encode()
     prepared = await chat.prepare(raw, flavor="openai")
     assert shrinker.seen == ["fresh.png"]
+    assert shrinker.requests[0].model == "m" and shrinker.requests[0].flavor == "openai"
     sent = json.loads(prepared.body)["messages"]
     assert "detail" not in sent[0]["content"][0]["image_url"]
     assert sent[1]["content"][0]["image_url"]["detail"] == "low"
     assert prepared.outcome == "compressed"
+    headers = dict(prepared.headers())
+    assert headers["x-ragpress-images"] == "1" and headers["x-ragpress-image-routes"] == "image=1"
+    assert headers["x-ragpress-image-tokens-before"] == "100"
+    assert headers["x-ragpress-image-tokens-after"] == "10"
+    assert (await chat.prepare(raw, flavor="openai", header='{"images": false}')).outcome == (
+        "unmarked"
+    )

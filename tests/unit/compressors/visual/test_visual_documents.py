@@ -35,6 +35,23 @@ def test_text_layer_pages_go_as_text(pdf_bytes: bytes, ground_truth: dict) -> No
     assert result.route == "pdf" and result.tokens_after < result.tokens_before
 
 
+def test_ocr_runs_only_on_pages_whose_text_layer_does_not_win(pdf_bytes: bytes) -> None:
+    class CountingEngine:
+        name = "counting"
+        calls = 0
+
+        def recognize(self, image):
+            CountingEngine.calls += 1
+            return []
+
+    part = {"type": "file", "file": {"file_data": "data:application/pdf;base64,"}}
+    part["file"]["file_data"] += base64.b64encode(pdf_bytes).decode()
+    parts = ImagePartCompressor("gpt-4o", ocr_engine=CountingEngine())
+    _, routes = compress_document_part(part, parts)
+    assert [r.route for r in routes] == ["text_layer", "text_layer"]
+    assert CountingEngine.calls == 0
+
+
 def test_scanned_pages_go_as_compressed_images(pages: dict[str, bytes]) -> None:
     pdf = scanned_pdf(pages["letter_page.png"])
     data_url = "data:application/pdf;base64," + base64.b64encode(pdf).decode()
