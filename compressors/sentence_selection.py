@@ -14,6 +14,10 @@ What makes it better than ranking sentences one by one:
   add an IDF-weighted bonus that dense similarity alone underrates.
 * **Neighbours.** A sentence next to a highly relevant one gains a little, which keeps the
   antecedent of a pronoun alongside its sentence.
+* **Spread when no document dominates.** When the best document leads the runner-up clearly
+  (a single-hop question), the budget goes to it; when several score alike (a multi-hop
+  question whose evidence is spread), each further sentence taken from one document costs it
+  a handicap, so the budget reaches the other documents too.
 
 Without a query, sentences are scored by salience: similarity to their document's centroid
 and to the centroid of all documents, with a small lead bonus.
@@ -171,8 +175,11 @@ class SentenceSelectionCompressor(BaseCompressor):
             title) contains.
         neighbor_weight: Share of the best neighbouring sentence's similarity a sentence
             inherits.
-        document_decay: Score handicap per sentence already taken from the same document;
-            spreads the budget across documents (coverage for multi-hop questions).
+        document_decay: Score handicap per sentence already taken from the same document,
+            in full when the two best documents score alike; spreads the budget across
+            documents (coverage for multi-hop questions).
+        dominance_margin: Lead of the best document's best sentence over the runner-up's at
+            which the handicap has faded to nothing (0 applies it always).
         max_sentence_chars: Longest unit the splitter returns.
     """
 
@@ -186,6 +193,7 @@ class SentenceSelectionCompressor(BaseCompressor):
         "lexical_weight",
         "neighbor_weight",
         "document_decay",
+        "dominance_margin",
         "max_sentence_chars",
     )
     injected_keys: ClassVar[tuple[str, ...]] = ("embedder",)
@@ -201,7 +209,8 @@ class SentenceSelectionCompressor(BaseCompressor):
         document_weight: float = 0.5,
         lexical_weight: float = 0.3,
         neighbor_weight: float = 0.15,
-        document_decay: float = 0.0,
+        document_decay: float = 0.25,
+        dominance_margin: float = 0.25,
         max_sentence_chars: int = DEFAULT_MAX_SENTENCE_CHARS,
     ) -> None:
         for key, value in (
@@ -209,6 +218,7 @@ class SentenceSelectionCompressor(BaseCompressor):
             ("lexical_weight", lexical_weight),
             ("neighbor_weight", neighbor_weight),
             ("document_decay", document_decay),
+            ("dominance_margin", dominance_margin),
         ):
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigurationError(f"{key}={value} must be a finite number >= 0")
@@ -222,6 +232,7 @@ class SentenceSelectionCompressor(BaseCompressor):
         self.lexical_weight = float(lexical_weight)
         self.neighbor_weight = float(neighbor_weight)
         self.document_decay = float(document_decay)
+        self.dominance_margin = float(dominance_margin)
         self.max_sentence_chars = max_sentence_chars
         self._counter = get_token_counter(tokenizer)
 
@@ -312,7 +323,7 @@ class SentenceSelectionCompressor(BaseCompressor):
         budget = options.budget(total_tokens)
         scores = self.score(query, passages, analyses)
         forced = self._forced(passages, analyses, options.keep)
-        selected = _select(analyses, scores, forced, budget, options, self.document_decay)
+        selected = _select(analyses, scores, forced, budget, options, self._decay(scores))
         texts = [
             join_spans(p.text, [tuple(a.spans[k]) for k in sorted(chosen)])
             for p, a, chosen in zip(passages, analyses, selected, strict=True)
@@ -357,6 +368,14 @@ class SentenceSelectionCompressor(BaseCompressor):
             score = dense + self.document_weight * float(a.document @ q) + self.lexical_weight * lex
             out.append((score + self.neighbor_weight * _neighbour_max(dense)).astype(np.float32))
         return out
+
+    def _decay(self, scores: Sequence[npt.NDArray[np.float32]]) -> float:
+        """The per-sentence handicap for this request: full when no document dominates."""
+        best = sorted((float(s.max()) for s in scores if s.size), reverse=True)
+        if len(best) < 2 or self.dominance_margin == 0:
+            return self.document_decay
+        lead = best[0] - best[1]
+        return self.document_decay * max(0.0, 1.0 - lead / self.dominance_margin)
 
     def _salience(self, analyses: Sequence[SentenceAnalysis]) -> list[npt.NDArray[np.float32]]:
         everything = np.concatenate([a.embeddings for a in analyses if a.count])

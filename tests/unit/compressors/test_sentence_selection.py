@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from ragpress.compressors.sentence_selection import SentenceSelectionCompressor
+from ragpress.compressors.sentence_selection import (
+    SentenceAnalysis,
+    SentenceSelectionCompressor,
+    _select,
+)
 from ragpress.exceptions import BudgetError, ConfigurationError
 from ragpress.provenance import verify
 from ragpress.types import CompressionOptions, Passage
@@ -127,6 +132,7 @@ def test_fingerprint_changes_with_every_config_key(fake_embedder) -> None:
         "lexical_weight": 0.9,
         "neighbor_weight": 0.0,
         "document_decay": 0.3,
+        "dominance_margin": 0.1,
         "max_sentence_chars": 500,
     }
     assert set(variants) == set(SentenceSelectionCompressor.config_keys)
@@ -147,3 +153,34 @@ def test_with_the_embedded_minilm(minilm) -> None:
     )
     assert "Gustave Eiffel's company built it." in result.passages[0].text
     assert all(verify(p) for p in result.passages)
+
+
+def _analysis(count: int) -> SentenceAnalysis:
+    """Sentences of 10 tokens each; only spans and token counts matter to the selection."""
+    return SentenceAnalysis(
+        spans=np.asarray([[10 * k, 10 * k + 9] for k in range(count)], dtype=np.int64),
+        tokens=np.full(count, 10, dtype=np.int64),
+        embeddings=np.zeros((count, 4), dtype=np.float32),
+        document=np.zeros(4, dtype=np.float32),
+        text_tokens=10 * count,
+    )
+
+
+def test_the_budget_spreads_only_when_no_document_dominates(fake_embedder) -> None:
+    compressor = SentenceSelectionCompressor(
+        fake_embedder, document_decay=0.25, dominance_margin=0.25
+    )
+    analyses = [_analysis(3), _analysis(3)]
+    close = [np.asarray([0.9, 0.8, 0.7]), np.asarray([0.85, 0.3, 0.2])]
+    far = [np.asarray([0.9, 0.8, 0.7]), np.asarray([0.5, 0.3, 0.2])]
+    assert compressor._decay(close) == pytest.approx(0.25 * (1 - 0.05 / 0.25))
+    assert compressor._decay(far) == 0.0
+    options = CompressionOptions(target_tokens=30)
+
+    def chosen(scores):
+        return _select(analyses, scores, [set(), set()], 30, options, compressor._decay(scores))
+
+    # Alike: the second document's best sentence beats the first one's second and third.
+    assert chosen(close) == [{0, 1}, {0}]
+    # One document leads by the margin: the whole budget goes to it.
+    assert chosen(far) == [{0, 1, 2}, set()]
