@@ -8,6 +8,12 @@ the proxy, alternating in blocks so that noise from other processes hits both al
     .venv/bin/python bench/proxy.py                       # everything, ~3 minutes
     .venv/bin/python bench/proxy.py --stream-seconds 60   # the 200-stream soak at full length
     .venv/bin/python bench/proxy.py --servers uvicorn granian --skip-streams
+    .venv/bin/python bench/proxy.py --skip-streams --litellm /opt/litellm/bin/litellm
+
+With --litellm (the ``litellm`` command of a separate ``pip install 'litellm[proxy]'``
+environment; it is not a ragpress dependency), LiteLLM's proxy, configured with the same
+loopback upstream as an OpenAI-compatible model, gets the same unmarked requests in the same
+run, as a reference point for what a pass-through LLM proxy costs.
 
 Prints Markdown tables: latency (p50/p90/p99 at concurrency 1), throughput (closed loop,
 --concurrency connections), and the stream soak (errors, bytes equal to direct, proxy RSS).
@@ -24,6 +30,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -144,6 +151,49 @@ def start_upstream(chunk_delay: float) -> tuple[subprocess.Popen[str], int]:
     return proc, int(line.split()[1])
 
 
+def wait_ready(port: int, path: str, what: str) -> None:
+    deadline = time.time() + 300
+    request = f"GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode()
+    while time.time() < deadline:  # ready = models loaded, which takes a while under load
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as s:
+            s.sendall(request)
+            if s.recv(64).startswith(b"HTTP/1.1 200"):
+                return
+        time.sleep(0.5)
+    raise SystemExit(f"{what} did not start")
+
+
+def start_litellm(
+    command: str, upstream_port: int, folder: Path
+) -> tuple[subprocess.Popen[str], int]:
+    """LiteLLM's proxy with the loopback upstream as an OpenAI-compatible model, no auth."""
+    port = free_port()
+    config = folder / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: gpt-test\n"
+        "    litellm_params:\n"
+        "      model: openai/gpt-test\n"
+        f"      api_base: http://127.0.0.1:{upstream_port}/v1\n"
+        "      api_key: sk-bench\n"
+    )
+    env = {
+        **os.environ,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch from the internet at start-up
+        "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",  # ragpress runs keyless too
+        "LITELLM_LOG": "ERROR",
+    }
+    proc = subprocess.Popen(
+        [command, "--config", str(config), "--port", str(port), "--num_workers", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    wait_ready(port, "/health/liveliness", "LiteLLM's proxy")
+    return proc, port
+
+
 def start_proxy(upstream_port: int, server: str, workers: int) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
     env = {
@@ -168,15 +218,7 @@ def start_proxy(upstream_port: int, server: str, workers: int) -> tuple[subproce
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    deadline = time.time() + 300
-    while time.time() < deadline:  # ready = compressor loaded, which takes a while under load
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as s:
-            s.sendall(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            if s.recv(64).startswith(b"HTTP/1.1 200"):
-                break
-        time.sleep(0.5)
-    else:
-        raise SystemExit("the proxy did not start")
+    wait_ready(port, "/ready", "the proxy")
     return proc, port
 
 
@@ -298,11 +340,17 @@ async def main_async(args: argparse.Namespace) -> None:
         f"cores: {os.cpu_count()} (shared by load generator, upstream and proxy); "
         f"python {sys.version.split()[0]}\n"
     )
+    litellm: tuple[subprocess.Popen[str], int] | None = None
     try:
+        if args.litellm and not args.skip_requests:
+            litellm = start_litellm(args.litellm, upstream_port, Path(tempfile.mkdtemp()))
         for server in [] if args.skip_requests else args.servers:
             proxy, port = start_proxy(upstream_port, server, args.workers)
             try:
-                await run_server(args, server, proxy, port, upstream_port, marked, unmarked)
+                await run_server(
+                    args, server, proxy, port, upstream_port, marked, unmarked,
+                    litellm_port=litellm[1] if litellm else None,
+                )  # fmt: skip
             finally:
                 proxy.terminate()
                 proxy.wait(30)
@@ -332,15 +380,21 @@ async def main_async(args: argparse.Namespace) -> None:
     finally:
         upstream.terminate()
         streaming_upstream.terminate()
+        if litellm:
+            litellm[0].terminate()
 
 
-async def run_server(args, server, proxy, port, upstream_port, marked, unmarked) -> None:
+async def run_server(
+    args, server, proxy, port, upstream_port, marked, unmarked, *, litellm_port=None
+) -> None:
     print(f"### {server}, {args.workers} worker(s)\n")
     targets = {
         "direct": (upstream_port, unmarked, args.requests),
         "proxy, nothing marked": (port, unmarked, args.requests),
         "proxy, compressing 6 docs (warm cache)": (port, marked, args.compressed_requests),
     }
+    if litellm_port:
+        targets["LiteLLM proxy (pass-through)"] = (litellm_port, unmarked, args.requests)
     times = await latency(targets)
     base = statistics.median(times["direct"])
     print("| path | p50 ms | p90 ms | p99 ms | added p50 ms |")
@@ -353,11 +407,8 @@ async def run_server(args, server, proxy, port, upstream_port, marked, unmarked)
     rss_before = rss_mb(proxy.pid)
     print(f"\n| closed loop, {args.concurrency} connections, {args.seconds:g} s | req/s | errors |")
     print("|---|---|---|")
-    for name, (target, body) in {
-        "direct": (upstream_port, unmarked),
-        "proxy, nothing marked": (port, unmarked),
-        "proxy, compressing 6 docs (warm cache)": (port, marked),
-    }.items():
+    loads = {name: (target, body) for name, (target, body, _) in targets.items()}
+    for name, (target, body) in loads.items():
         rate, errors = await throughput(target, body, args.concurrency, args.seconds)
         print(f"| {name} | {rate:,.0f} | {errors} |")
     print(f"\nproxy RSS: {rss_before:.0f} MiB before the load, {rss_mb(proxy.pid):.0f} MiB after\n")
@@ -376,6 +427,12 @@ def main() -> None:
     parser.add_argument("--chunk-delay", type=float, default=0.02, help="seconds between events")
     parser.add_argument("--skip-streams", action="store_true")
     parser.add_argument("--skip-requests", action="store_true", help="only the stream soak")
+    parser.add_argument(
+        "--litellm",
+        metavar="COMMAND",
+        help="path of a `litellm` command (pip install 'litellm[proxy]' in its own venv) to "
+        "measure LiteLLM's proxy alongside",
+    )
     args = parser.parse_args()
     try:
         import uvloop
