@@ -36,6 +36,9 @@ class PrunedInputs:
     tokens_before: int
     """Visual tokens of all images before pruning."""
     tokens_after: int
+    budgets: tuple[tuple[int, ...], ...] = ()
+    """LLaVA-NeXT only: per image, the feature tokens kept in the base image and in each crop
+    (row-major), as the ``budget`` rule split them; image_newline tokens not counted."""
 
     @property
     def prompt_length(self) -> int:

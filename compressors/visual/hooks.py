@@ -10,6 +10,9 @@ keyword arguments for the model's own ``forward`` or ``generate``:
   scatter and its count check see consistent inputs; rows are re-padded on the side they were
   padded on;
 * **LLaVA family** (1-D RoPE): contiguous positions over the shorter sequence are correct.
+* **LLaVA-NeXT** (AnyRes: base image + crops + row newlines; :mod:`.hooks_llava_next`): the
+  budget is split across the base image and the crops (``budget=``), then selected per crop;
+  a row's ``image_newline`` stays while the row keeps a token.
 * **Qwen2-VL** (M-RoPE): positions are computed on the *unpruned* sequence with the model's own
   ``get_rope_index`` and sliced at the kept tokens, so every kept token keeps its original
   ``(t, h, w)`` position and the text after the image keeps its position; ``generate`` then
@@ -20,7 +23,8 @@ With every token kept the result is bit-identical to the unpruned model (tested)
 Methods: ``"divprune"`` (default; any tower), ``"pool"`` (2-D average pooling baseline),
 ``"tome"`` (merging on features), and for towers with a [CLS] token (CLIP in LLaVA)
 ``"vtc_cls"`` and ``"visionzip"``, which read [CLS] attention from the tower's ``q_proj`` and
-``k_proj`` outputs (so SDPA towers work; no eager attention needed).
+``k_proj`` outputs (so SDPA towers work; no eager attention needed). LLaVA-NeXT takes
+``"divprune"``, ``"vtc_cls"`` and ``"tome"`` (per crop).
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ from ragpress.compressors.visual._hook_helpers import (
     _heads,
     _pad,
     _shrink,
+)
+from ragpress.compressors.visual.hooks_llava_next import (
+    LLAVA_NEXT_MODEL_TYPES,
+    Budget,
+    prune_llava_next,
 )
 from ragpress.compressors.visual.reducers import (
     cls_attention,
@@ -62,7 +71,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LLAVA_MODEL_TYPES",
+    "LLAVA_NEXT_MODEL_TYPES",
     "QWEN2_VL_MODEL_TYPES",
+    "Budget",
     "Method",
     "PrunedInputs",
     "generate_pruned",
@@ -79,21 +90,29 @@ def prune_vlm_inputs(
     *,
     keep: float | int = 0.25,
     method: Method = "divprune",
+    budget: Budget | None = None,
 ) -> PrunedInputs:
     """Reduce each image's visual tokens to ``keep`` before the language model sees them.
 
     Args:
-        model: A ``LlavaForConditionalGeneration`` or ``Qwen2VLForConditionalGeneration``.
+        model: A ``LlavaForConditionalGeneration``, ``LlavaNextForConditionalGeneration`` or
+            ``Qwen2VLForConditionalGeneration``.
         inputs: The processor's output: ``input_ids``, ``attention_mask``, ``pixel_values``
-            (and, for Qwen2-VL, ``image_grid_thw`` and ``mm_token_type_ids``).
-        keep: Tokens kept per image, as a count or a fraction (1.0 keeps all).
+            (for LLaVA-NeXT ``image_sizes``; for Qwen2-VL ``image_grid_thw`` and
+            ``mm_token_type_ids``).
+        keep: Tokens kept per image, as a count or a fraction (1.0 keeps all). For LLaVA-NeXT
+            it is the image's global budget over its base image and crops.
         method: Reducer; see the module docstring.
+        budget: LLaVA-NeXT only: how ``keep`` is split across the base image and the crops,
+            ``"thumbnail"`` (GlobalCom2; the default), ``"correlation"`` or ``"uniform"``
+            (see :mod:`.hooks_llava_next`).
 
     Returns:
         Inputs for ``model(**inputs)`` / ``model.generate(**inputs)``.
 
     Raises:
-        ConfigurationError: Unsupported model, or a [CLS] method on a tower without [CLS].
+        ConfigurationError: Unsupported model, a [CLS] method on a tower without [CLS], a
+            method LLaVA-NeXT's crops do not support, or ``budget`` for a model without crops.
         RequestValidationError: ``inputs`` lack a required field.
 
     Example:
@@ -107,14 +126,21 @@ def prune_vlm_inputs(
     for name in ("input_ids", "pixel_values"):
         if inputs.get(name) is None:
             raise RequestValidationError(f"inputs lack {name!r}; pass the processor's output")
+    if budget is not None and model_type not in LLAVA_NEXT_MODEL_TYPES:
+        raise ConfigurationError(
+            f"budget={budget!r} splits a budget across AnyRes crops; model_type={model_type!r} "
+            "has none, leave budget unset"
+        )
     with torch.no_grad():
+        if model_type in LLAVA_NEXT_MODEL_TYPES:
+            return prune_llava_next(model, inputs, keep, method, budget)
         if model_type in LLAVA_MODEL_TYPES:
             return _prune_llava(model, inputs, keep, method)
         if model_type in QWEN2_VL_MODEL_TYPES:
             return _prune_qwen2_vl(model, inputs, keep, method)
     raise ConfigurationError(
         f"model_type={model_type!r} is not supported; supported: "
-        f"{sorted(LLAVA_MODEL_TYPES | QWEN2_VL_MODEL_TYPES)}"
+        f"{sorted(LLAVA_MODEL_TYPES | LLAVA_NEXT_MODEL_TYPES | QWEN2_VL_MODEL_TYPES)}"
     )
 
 
@@ -124,10 +150,11 @@ def generate_pruned(
     *,
     keep: float | int = 0.25,
     method: Method = "divprune",
+    budget: Budget | None = None,
     **generate_kwargs: Any,
 ) -> torch.Tensor:
     """Prune with :func:`prune_vlm_inputs`, run ``model.generate``, return only the new tokens."""
-    pruned = prune_vlm_inputs(model, inputs, keep=keep, method=method)
+    pruned = prune_vlm_inputs(model, inputs, keep=keep, method=method, budget=budget)
     output = model.generate(**pruned.inputs, **generate_kwargs)  # type: ignore[operator]
     sequences = output if isinstance(output, torch.Tensor) else output.sequences
     return sequences[:, pruned.prompt_length :]
