@@ -101,7 +101,8 @@ def prune_vlm_inputs(
             (for LLaVA-NeXT ``image_sizes``; for Qwen2-VL ``image_grid_thw`` and
             ``mm_token_type_ids``).
         keep: Tokens kept per image, as a count or a fraction (1.0 keeps all). For LLaVA-NeXT
-            it is the image's global budget over its base image and crops.
+            it is the image's global budget over its base image and crops (feature tokens;
+            the row newlines kept come on top, see :mod:`.hooks_llava_next`).
         method: Reducer; see the module docstring.
         budget: LLaVA-NeXT only: how ``keep`` is split across the base image and the crops,
             ``"thumbnail"`` (GlobalCom2; the default), ``"correlation"`` or ``"uniform"``

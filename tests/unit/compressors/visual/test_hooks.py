@@ -323,6 +323,15 @@ def test_llava_next_generates_with_k_tokens(llava_next, method, budget) -> None:
     assert out.shape == (2, 4)
 
 
+def test_llava_next_generate_pruned_returns_the_new_tokens(llava_next) -> None:
+    inputs = next_inputs(llava_next)
+    new = generate_pruned(
+        llava_next, inputs, keep=0.1, budget="correlation", max_new_tokens=3, do_sample=False
+    )
+    pruned = prune_vlm_inputs(llava_next, inputs, keep=0.1, budget="correlation")
+    assert torch.equal(new, greedy(llava_next, pruned.inputs, steps=3))
+
+
 def test_llava_next_kept_features_are_the_models_own(llava_next) -> None:
     # The features sent for each kept slot are the model's packed features at that slot, and a
     # newline is kept exactly where its row of the crop grid keeps a token.
