@@ -3,9 +3,10 @@
 1. **Selection time** of each token reducer for 576 tokens (one LLaVA-1.5 image) and 2,880
    tokens (LLaVA-NeXT AnyRes: 5 x 576), keeping 10%: fastest of N calls, in ms. CPU always;
    CUDA too when a GPU is present.
-2. **Prefill time** of tiny LLaVA and Qwen2-VL checkpoints (built here, random weights, 576
-   image tokens) with and without pruning at 10% and 25% kept: the whole forward (vision tower
-   + LLM) and the LLM alone, fastest of N runs in ms, with the speed-up.
+2. **Prefill time** of tiny LLaVA, Qwen2-VL and LLaVA-NeXT checkpoints (built here, random
+   weights, 576 image tokens; LLaVA-NeXT 744: base + 2x2 crops + row newlines) with and without
+   pruning at 10% and 25% kept: the whole forward (vision tower + LLM) and the LLM alone,
+   fastest of N runs in ms, with the speed-up.
 3. **API images**: for the rendered pages shipped in tests/fixtures/visual, image tokens before
    and after the image compressor for each provider family, and the OCR route: character error
    rate against the ground truth, text tokens, and whether text would be sent instead.
@@ -13,6 +14,7 @@
     .venv/bin/python bench/visual.py             # everything (a few minutes on 2 cores)
     .venv/bin/python bench/visual.py --quick     # fewer repeats
     .venv/bin/python bench/visual.py --skip-ocr  # no OCR (the slowest part on CPU)
+    .venv/bin/python bench/visual.py --prefill-only  # only the prefill table
 """
 
 from __future__ import annotations
@@ -141,6 +143,37 @@ def tiny_qwen2_vl() -> tuple[Any, dict[str, torch.Tensor]]:
     }
 
 
+def tiny_llava_next() -> tuple[Any, dict[str, torch.Tensor]]:
+    """LLaVA-NeXT: a 168 px tower (12 x 12 = 144 tokens a pass), a 336 x 336 image as base + 2x2
+    crops: 144 + 24 rows x (24 + 1 newline) = 744 image tokens."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig
+    from transformers import LlavaNextForConditionalGeneration as LlavaNext
+
+    torch.manual_seed(0)
+    config = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+            image_size=168, patch_size=14, projection_dim=64,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=512, hidden_size=256, intermediate_size=704, num_hidden_layers=6,
+            num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=2048,
+            bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        ),
+        image_token_id=500, vision_feature_layer=-2, vision_feature_select_strategy="default",
+        image_grid_pinpoints=[[168, 336], [336, 168], [336, 336]], pad_token_id=0,
+    )  # fmt: skip
+    model = LlavaNext(config).eval()
+    ids = torch.tensor([[1, *range(10, 30), *[500] * 744, *range(30, 90)]])
+    pixels = torch.randn(1, 5, 3, 168, 168, generator=torch.Generator().manual_seed(0))
+    return model, {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "pixel_values": pixels,
+        "image_sizes": torch.tensor([[336, 336]]),
+    }
+
+
 def llm_only_ms(model: Any, prepared: dict[str, Any], repeats: int) -> float:
     """Best ms of the language model alone on the embeddings ``model`` would give it."""
     language_model = model.model.language_model
@@ -177,21 +210,32 @@ def pruned_forward_ms(
     return best_ms(run, repeats)
 
 
+PREFILL_MODELS = (
+    ("LLaVA", tiny_llava, ("divprune", "pool")),
+    ("Qwen2-VL", tiny_qwen2_vl, ("divprune", "pool")),
+    # AnyRes: the budget is split across base and crops by the default thumbnail rule.
+    ("LLaVA-NeXT", tiny_llava_next, ("divprune", "vtc_cls")),
+)
+
+
 def prefill_times(repeats: int) -> None:
-    print("\n### Prefill time, tiny checkpoints, 576 image tokens (best ms of N, CPU)\n")
+    print(
+        "\n### Prefill time, tiny checkpoints, 576 image tokens "
+        "(LLaVA-NeXT: 744 incl. newlines) (best ms of N, CPU)\n"
+    )
     print(
         "| model | kept | method | tokens in LLM | forward incl. pruning | speed-up "
         "| LLM only | speed-up |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for name, build in (("LLaVA", tiny_llava), ("Qwen2-VL", tiny_qwen2_vl)):
+    for name, build, methods in PREFILL_MODELS:
         model, inputs = build()
         full = forward_ms(model, inputs, repeats)
         full_llm = llm_only_ms(model, inputs, repeats)
         length = inputs["input_ids"].shape[1]
         print(f"| {name} | 100% | - | {length} | {full:.1f} | 1.00x | {full_llm:.1f} | 1.00x |")
         for keep in (0.25, 0.10):
-            for method in ("divprune", "pool"):
+            for method in methods:
                 ms = pruned_forward_ms(model, inputs, keep, method, repeats)
                 pruned = prune_vlm_inputs(model, inputs, keep=keep, method=method)  # type: ignore[arg-type]
                 llm = llm_only_ms(model, pruned.inputs, repeats)
@@ -246,11 +290,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--skip-ocr", action="store_true", help="skip the OCR route table")
+    parser.add_argument("--prefill-only", action="store_true", help="only the prefill table")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     repeats = 3 if args.quick else 9
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.prefill_only:
+        prefill_times(repeats)
+        return
     selection_times(repeats)
     prefill_times(repeats)
     api_pages(args.skip_ocr)

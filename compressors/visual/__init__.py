@@ -6,8 +6,9 @@ Two cases (see ``shared/docs/visual.md``):
   here), the image compressor (:mod:`.image`), the OCR route (:mod:`.ocr`), PDF rendering
   (:mod:`.pdf`) and the chat-part policy the proxy calls (:mod:`.parts`). Extra: ``visual``.
 * **Visual tokens inside local VLMs** — token reducers as plain torch functions
-  (:mod:`.reducers`, :mod:`.budgets`) and Hugging Face LLaVA / Qwen2-VL hooks that prune between
-  the vision tower and the language model (:mod:`.hooks`). Extra: ``vlm``.
+  (:mod:`.reducers`, :mod:`.budgets`) and Hugging Face LLaVA / LLaVA-NeXT / Qwen2-VL hooks that
+  prune between the vision tower and the language model (:mod:`.hooks`,
+  :mod:`.hooks_llava_next`). Extra: ``vlm``.
 
 Heavy modules are imported by name, e.g.
 ``from ragpress.compressors.visual.image import ImageCompressor``.

@@ -10,6 +10,9 @@ keyword arguments for the model's own ``forward`` or ``generate``:
   scatter and its count check see consistent inputs; rows are re-padded on the side they were
   padded on;
 * **LLaVA family** (1-D RoPE): contiguous positions over the shorter sequence are correct.
+* **LLaVA-NeXT** (AnyRes: base image + crops + row newlines; :mod:`.hooks_llava_next`): the
+  budget is split across the base image and the crops (``budget=``), then selected per crop;
+  a row's ``image_newline`` stays while the row keeps a token.
 * **Qwen2-VL** (M-RoPE): positions are computed on the *unpruned* sequence with the model's own
   ``get_rope_index`` and sliced at the kept tokens, so every kept token keeps its original
   ``(t, h, w)`` position and the text after the image keeps its position; ``generate`` then
@@ -20,16 +23,32 @@ With every token kept the result is bit-identical to the unpruned model (tested)
 Methods: ``"divprune"`` (default; any tower), ``"pool"`` (2-D average pooling baseline),
 ``"tome"`` (merging on features), and for towers with a [CLS] token (CLIP in LLaVA)
 ``"vtc_cls"`` and ``"visionzip"``, which read [CLS] attention from the tower's ``q_proj`` and
-``k_proj`` outputs (so SDPA towers work; no eager attention needed).
+``k_proj`` outputs (so SDPA towers work; no eager attention needed). LLaVA-NeXT takes
+``"divprune"``, ``"vtc_cls"`` and ``"tome"`` (per crop).
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from ragpress.compressors.visual._hook_helpers import (
+    METHODS,
+    VTC_CLS_LAYERS,
+    Method,
+    PrunedInputs,
+    _capture_qk,
+    _encoder_layers,
+    _gather,
+    _heads,
+    _pad,
+    _shrink,
+)
+from ragpress.compressors.visual.hooks_llava_next import (
+    LLAVA_NEXT_MODEL_TYPES,
+    Budget,
+    prune_llava_next,
+)
 from ragpress.compressors.visual.reducers import (
     cls_attention,
     divprune,
@@ -48,41 +67,21 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingDependencyError(exc.name or "transformers", extra="vlm") from exc
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Mapping
 
 __all__ = [
     "LLAVA_MODEL_TYPES",
+    "LLAVA_NEXT_MODEL_TYPES",
     "QWEN2_VL_MODEL_TYPES",
+    "Budget",
     "Method",
     "PrunedInputs",
     "generate_pruned",
     "prune_vlm_inputs",
 ]
 
-Method = Literal["divprune", "pool", "tome", "vtc_cls", "visionzip"]
-METHODS: tuple[str, ...] = ("divprune", "pool", "tome", "vtc_cls", "visionzip")
 LLAVA_MODEL_TYPES = frozenset({"llava"})
 QWEN2_VL_MODEL_TYPES = frozenset({"qwen2_vl"})
-VTC_CLS_LAYERS = (16 / 24, 22 / 24)
-"""VTC-CLS ensembles layers 16-22 of CLIP ViT-L/14's 24; other depths use the same fractions."""
-
-
-@dataclass(frozen=True, slots=True)
-class PrunedInputs:
-    """Model inputs with fewer visual tokens, and what was kept."""
-
-    inputs: dict[str, Any]
-    """Keyword arguments for ``model(**inputs)`` or ``model.generate(**inputs)``."""
-    keep_indices: tuple[torch.Tensor, ...]
-    """Per image, the sorted indices of its kept tokens (representatives for merges)."""
-    tokens_before: int
-    """Visual tokens of all images before pruning."""
-    tokens_after: int
-
-    @property
-    def prompt_length(self) -> int:
-        """Length of the pruned ``input_ids`` (``generate`` returns it plus the new tokens)."""
-        return int(self.inputs["input_ids"].shape[1])
 
 
 def prune_vlm_inputs(
@@ -91,21 +90,30 @@ def prune_vlm_inputs(
     *,
     keep: float | int = 0.25,
     method: Method = "divprune",
+    budget: Budget | None = None,
 ) -> PrunedInputs:
     """Reduce each image's visual tokens to ``keep`` before the language model sees them.
 
     Args:
-        model: A ``LlavaForConditionalGeneration`` or ``Qwen2VLForConditionalGeneration``.
+        model: A ``LlavaForConditionalGeneration``, ``LlavaNextForConditionalGeneration`` or
+            ``Qwen2VLForConditionalGeneration``.
         inputs: The processor's output: ``input_ids``, ``attention_mask``, ``pixel_values``
-            (and, for Qwen2-VL, ``image_grid_thw`` and ``mm_token_type_ids``).
-        keep: Tokens kept per image, as a count or a fraction (1.0 keeps all).
+            (for LLaVA-NeXT ``image_sizes``; for Qwen2-VL ``image_grid_thw`` and
+            ``mm_token_type_ids``).
+        keep: Tokens kept per image, as a count or a fraction (1.0 keeps all). For LLaVA-NeXT
+            it is the image's global budget over its base image and crops (feature tokens;
+            the row newlines kept come on top, see :mod:`.hooks_llava_next`).
         method: Reducer; see the module docstring.
+        budget: LLaVA-NeXT only: how ``keep`` is split across the base image and the crops,
+            ``"thumbnail"`` (GlobalCom2; the default), ``"correlation"`` or ``"uniform"``
+            (see :mod:`.hooks_llava_next`).
 
     Returns:
         Inputs for ``model(**inputs)`` / ``model.generate(**inputs)``.
 
     Raises:
-        ConfigurationError: Unsupported model, or a [CLS] method on a tower without [CLS].
+        ConfigurationError: Unsupported model, a [CLS] method on a tower without [CLS], a
+            method LLaVA-NeXT's crops do not support, or ``budget`` for a model without crops.
         RequestValidationError: ``inputs`` lack a required field.
 
     Example:
@@ -119,14 +127,21 @@ def prune_vlm_inputs(
     for name in ("input_ids", "pixel_values"):
         if inputs.get(name) is None:
             raise RequestValidationError(f"inputs lack {name!r}; pass the processor's output")
+    if budget is not None and model_type not in LLAVA_NEXT_MODEL_TYPES:
+        raise ConfigurationError(
+            f"budget={budget!r} splits a budget across AnyRes crops; model_type={model_type!r} "
+            "has none, leave budget unset"
+        )
     with torch.no_grad():
+        if model_type in LLAVA_NEXT_MODEL_TYPES:
+            return prune_llava_next(model, inputs, keep, method, budget)
         if model_type in LLAVA_MODEL_TYPES:
             return _prune_llava(model, inputs, keep, method)
         if model_type in QWEN2_VL_MODEL_TYPES:
             return _prune_qwen2_vl(model, inputs, keep, method)
     raise ConfigurationError(
         f"model_type={model_type!r} is not supported; supported: "
-        f"{sorted(LLAVA_MODEL_TYPES | QWEN2_VL_MODEL_TYPES)}"
+        f"{sorted(LLAVA_MODEL_TYPES | LLAVA_NEXT_MODEL_TYPES | QWEN2_VL_MODEL_TYPES)}"
     )
 
 
@@ -136,10 +151,11 @@ def generate_pruned(
     *,
     keep: float | int = 0.25,
     method: Method = "divprune",
+    budget: Budget | None = None,
     **generate_kwargs: Any,
 ) -> torch.Tensor:
     """Prune with :func:`prune_vlm_inputs`, run ``model.generate``, return only the new tokens."""
-    pruned = prune_vlm_inputs(model, inputs, keep=keep, method=method)
+    pruned = prune_vlm_inputs(model, inputs, keep=keep, method=method, budget=budget)
     output = model.generate(**pruned.inputs, **generate_kwargs)  # type: ignore[operator]
     sequences = output if isinstance(output, torch.Tensor) else output.sequences
     return sequences[:, pruned.prompt_length :]
@@ -269,124 +285,3 @@ def _prune_qwen2_vl(
     new["position_ids"] = torch.cat([text_positions[None], new["position_ids"]], dim=0)
     new["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=reduced)}  # type: ignore[arg-type]
     return PrunedInputs(new, tuple(kept), sum(counts), sum(int(r.shape[0]) for r in reduced))
-
-
-# --- shared helpers ------------------------------------------------------------------------
-
-
-def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
-
-
-def _pad(config: Any) -> int:
-    for source in (config, getattr(config, "text_config", None)):
-        pad = getattr(source, "pad_token_id", None)
-        if isinstance(pad, int):
-            return pad
-    return 0
-
-
-def _shrink(
-    inputs: Mapping[str, Any],
-    image_token_id: int,
-    counts: Sequence[int],
-    kept: Sequence[torch.Tensor],
-    *,
-    pad_id: int,
-) -> dict[str, Any]:
-    """Drop the placeholders of unkept tokens and re-pad the rows.
-
-    Every tensor whose last dimension is the sequence (``input_ids``, ``attention_mask``,
-    ``mm_token_type_ids``, ``position_ids`` of shape ``(3, B, L)``) is sliced the same way.
-    Image placeholders are matched to images in row-major order, as the model's own
-    ``masked_scatter`` does.
-    """
-    input_ids: torch.Tensor = inputs["input_ids"]
-    batch, length = input_ids.shape
-    mask = inputs.get("attention_mask")
-    if mask is None:
-        mask = torch.ones_like(input_ids)
-    placeholders = (input_ids == image_token_id).nonzero()
-    if placeholders.shape[0] != sum(counts):
-        raise RequestValidationError(
-            f"input_ids hold {placeholders.shape[0]} image placeholders, but the images give "
-            f"{sum(counts)} tokens; pass input_ids and pixel_values from the same processor call"
-        )
-    keep = (input_ids != image_token_id) & (mask != 0)  # padding is rebuilt below
-    for run, index in zip(torch.split(placeholders, list(counts)), kept, strict=True):
-        rows, cols = run[index.to(run.device)].unbind(-1)
-        keep[rows, cols] = True
-    left_padded = bool((mask[:, 0] == 0).any())
-    new_length = int(keep.sum(dim=1).max())
-    sequence_keys = [
-        key for key, value in inputs.items()
-        if isinstance(value, torch.Tensor) and value.ndim >= 2 and value.shape[-1] == length
-        and value.shape[-2] == batch and key != "pixel_values"
-    ]  # fmt: skip
-    out: dict[str, Any] = {
-        key: value for key, value in inputs.items() if key not in ("pixel_values", "image_grid_thw")
-    }
-    fills = {"input_ids": pad_id}
-    for key in sequence_keys:
-        value = inputs[key]
-        padded = value.new_full((*value.shape[:-2], batch, new_length), fills.get(key, 0))
-        for b in range(batch):
-            row = value[..., b, :][..., keep[b]]
-            size = row.shape[-1]
-            if left_padded:
-                padded[..., b, new_length - size :] = row
-            else:
-                padded[..., b, :size] = row
-        out[key] = padded
-    out["attention_mask"] = out.get("attention_mask", mask)
-    return out
-
-
-def _encoder_layers(tower: torch.nn.Module) -> torch.nn.ModuleList:
-    """The transformer blocks of a CLIP/SigLIP-style vision tower (each with ``self_attn``)."""
-    for module in tower.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) > 0:
-            attn = getattr(module[0], "self_attn", None)
-            if attn is not None and hasattr(attn, "q_proj") and hasattr(attn, "k_proj"):
-                return module
-    raise ConfigurationError(
-        f"{type(tower).__name__} has no blocks with self_attn.q_proj/k_proj; [CLS]-attention "
-        "methods need a CLIP-style vision tower, use method='divprune'"
-    )
-
-
-@contextmanager
-def _capture_qk(
-    layers: torch.nn.ModuleList, wanted: Sequence[int]
-) -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
-    """Record the ``q_proj`` and ``k_proj`` outputs of the ``wanted`` layers during a forward."""
-    captured: dict[int, dict[str, torch.Tensor]] = {i: {} for i in wanted}
-    handles = []
-    for i in wanted:
-        for name in ("q_proj", "k_proj"):
-
-            def hook(
-                _m: torch.nn.Module, _a: Any, out: torch.Tensor, i: int = i, name: str = name
-            ) -> None:
-                captured[i][name] = out.detach()
-
-            handles.append(getattr(layers[i].self_attn, name).register_forward_hook(hook))
-    result: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    try:
-        yield result
-    finally:
-        for handle in handles:
-            handle.remove()
-    # Filled after the forward ran inside the ``with`` block.
-    result.update({i: (c["q_proj"], c["k_proj"]) for i, c in captured.items()})
-
-
-def _heads(qk: tuple[torch.Tensor, torch.Tensor], heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[B, T, D]`` projections -> ``[B, heads, T, D / heads]``."""
-
-    def split(x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, dim = x.shape
-        return x.view(batch, tokens, heads, dim // heads).transpose(1, 2)
-
-    q, k = qk
-    return split(q), split(k)

@@ -19,28 +19,38 @@ LLAVA_IMAGE = 120
 QWEN_IMAGE, QWEN_START, QWEN_END = 90, 92, 93
 
 
-@pytest.fixture(scope="session")
-def llava(tmp_path_factory: pytest.TempPathFactory):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-    from transformers import LlavaForConditionalGeneration as Llava
+def tiny_llava_parts(max_positions: int = 256) -> dict:
+    """The tiny CLIP tower (48 px, 8 px patches: 6 x 6 tokens) and Llama LLM of the LLaVA tests."""
+    from transformers import CLIPVisionConfig, LlamaConfig
 
-    torch.manual_seed(0)
-    config = LlavaConfig(
+    return dict(
         vision_config=CLIPVisionConfig(
             hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
             image_size=48, patch_size=8, projection_dim=32,
         ),
         text_config=LlamaConfig(
             vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
             bos_token_id=1, eos_token_id=2, pad_token_id=0,
         ),
         image_token_id=LLAVA_IMAGE, vision_feature_layer=-2,
         vision_feature_select_strategy="default", pad_token_id=0,
     )  # fmt: skip
+
+
+def save_and_load(model_class, config, folder):
+    torch.manual_seed(0)
+    model_class(config).save_pretrained(folder)
+    return model_class.from_pretrained(folder).eval()
+
+
+@pytest.fixture(scope="session")
+def llava(tmp_path_factory: pytest.TempPathFactory):
+    from transformers import LlavaConfig
+    from transformers import LlavaForConditionalGeneration as Llava
+
     folder = tmp_path_factory.mktemp("tiny-llava")
-    Llava(config).save_pretrained(folder)
-    return Llava.from_pretrained(folder).eval()
+    return save_and_load(Llava, LlavaConfig(**tiny_llava_parts()), folder)
 
 
 @pytest.fixture(scope="session")
@@ -228,3 +238,177 @@ def test_mismatched_placeholders_and_bad_method(llava) -> None:
         prune_vlm_inputs(llava, inputs)
     with pytest.raises(ConfigurationError, match="method="):
         prune_vlm_inputs(llava, llava_inputs(), method="fastv")  # type: ignore[arg-type]
+
+
+# --- LLaVA-NeXT (AnyRes) -------------------------------------------------------------------
+
+PINPOINTS = [[48, 96], [96, 48], [96, 96]]  # (height, width) canvases: 1x2, 2x1, 2x2 crops
+
+
+@pytest.fixture(scope="session")
+def llava_next(tmp_path_factory: pytest.TempPathFactory):
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
+
+    config = LlavaNextConfig(**tiny_llava_parts(512), image_grid_pinpoints=PINPOINTS)
+    folder = tmp_path_factory.mktemp("tiny-llava-next")
+    return save_and_load(LlavaNextForConditionalGeneration, config, folder)
+
+
+def next_pixels(*images):
+    """The LLaVA-NeXT image processor, built here: base image + crops, and ``image_sizes``."""
+    from PIL import Image
+    from transformers import LlavaNextImageProcessorPil
+
+    processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48},
+        image_grid_pinpoints=PINPOINTS,
+    )  # fmt: skip
+    return dict(processor(images=[Image.fromarray(a) for a in images], return_tensors="pt"))
+
+
+def noise(height: int, width: int, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (height, width, 3), generator=generator, dtype=torch.uint8).numpy()
+
+
+def next_placeholders(model, pixels: dict) -> list[int]:
+    """Placeholders per image, as the model packs them (base + unpadded crops + newlines)."""
+    with torch.no_grad():
+        features = model.model.get_image_features(
+            pixel_values=pixels["pixel_values"], image_sizes=pixels["image_sizes"]
+        ).pooler_output
+    return [int(f.shape[0]) for f in features]
+
+
+def next_inputs(model) -> dict:
+    # Row 0: a wide image (60x100: 2x2 crops, unpadded to 8 of 12 rows); row 1: a tall image
+    # (90x40: 2x1 crops) between text; left padded. pixel_values is [2, 5, 3, 48, 48].
+    pixels = next_pixels(noise(60, 100, seed=4), noise(90, 40, seed=5))
+    wide, tall = next_placeholders(model, pixels)
+    ids, mask = left_pad([[1, 5, *[LLAVA_IMAGE] * wide, 6, 7], [1, 9, *[LLAVA_IMAGE] * tall, 10]])
+    return {"input_ids": ids, "attention_mask": mask, **pixels}
+
+
+@pytest.mark.parametrize(
+    ("method", "budget"),
+    [("divprune", "thumbnail"), ("divprune", "correlation"), ("vtc_cls", "uniform"),
+     ("tome", "thumbnail")],
+)  # fmt: skip
+def test_llava_next_keeping_every_token_is_bit_identical(llava_next, method, budget) -> None:
+    inputs = next_inputs(llava_next)
+    pruned = prune_vlm_inputs(llava_next, inputs, keep=1.0, method=method, budget=budget)
+    assert pruned.tokens_before == pruned.tokens_after == 140 + 120
+    assert torch.equal(pruned.inputs["input_ids"], inputs["input_ids"])
+    with torch.no_grad():
+        assert torch.equal(llava_next(**inputs).logits, llava_next(**pruned.inputs).logits)
+    assert torch.equal(greedy(llava_next, pruned.inputs), greedy(llava_next, inputs))
+
+
+@pytest.mark.parametrize("method", ["divprune", "vtc_cls", "tome"])
+@pytest.mark.parametrize("budget", ["thumbnail", "correlation", "uniform"])
+def test_llava_next_generates_with_k_tokens(llava_next, method, budget) -> None:
+    inputs = next_inputs(llava_next)
+    pruned = prune_vlm_inputs(llava_next, inputs, keep=20, method=method, budget=budget)
+    # 20 feature tokens per image over its base and crops; newlines ride on kept rows.
+    assert [sum(b) for b in pruned.budgets] == [20, 20]
+    assert [len(b) for b in pruned.budgets] == [5, 3]  # base + 2x2 crops, base + 2x1 crops
+    newlines = [len(k) - 20 for k in pruned.keep_indices]
+    assert all(1 <= n <= rows for n, rows in zip(newlines, [8, 12], strict=True))
+    assert all(bool((k.diff() > 0).all()) for k in pruned.keep_indices)
+    ids = pruned.inputs["input_ids"]
+    assert (ids == LLAVA_IMAGE).sum(dim=1).tolist() == [len(k) for k in pruned.keep_indices]
+    assert ids[1, -2:].tolist() == [LLAVA_IMAGE, 10] and ids[0, -2:].tolist() == [6, 7]
+    assert "pixel_values" not in pruned.inputs and "image_sizes" not in pruned.inputs
+    out = greedy(llava_next, pruned.inputs, steps=4)
+    assert out.shape == (2, 4)
+
+
+def test_llava_next_generate_pruned_returns_the_new_tokens(llava_next) -> None:
+    inputs = next_inputs(llava_next)
+    new = generate_pruned(
+        llava_next, inputs, keep=0.1, budget="correlation", max_new_tokens=3, do_sample=False
+    )
+    pruned = prune_vlm_inputs(llava_next, inputs, keep=0.1, budget="correlation")
+    assert torch.equal(new, greedy(llava_next, pruned.inputs, steps=3))
+
+
+def test_llava_next_kept_features_are_the_models_own(llava_next) -> None:
+    # The features sent for each kept slot are the model's packed features at that slot, and a
+    # newline is kept exactly where its row of the crop grid keeps a token.
+    inputs = next_inputs(llava_next)
+    pruned = prune_vlm_inputs(llava_next, inputs, keep=0.1)
+    with torch.no_grad():
+        packed = llava_next.model.get_image_features(
+            pixel_values=inputs["pixel_values"], image_sizes=inputs["image_sizes"]
+        ).pooler_output
+    newline = llava_next.model.image_newline
+    sent = pruned.inputs["mm_encoder_outputs"]["image"].pooler_output
+    for features, kept, mine, base in zip(packed, pruned.keep_indices, sent, [36, 36], strict=True):
+        assert torch.equal(mine, features[kept])
+        is_newline = (features == newline).all(dim=-1)
+        rows = torch.cumsum(is_newline.long(), 0) - is_newline.long()
+        grid = torch.zeros_like(is_newline)
+        grid[base:] = True
+        kept_mask = torch.zeros_like(is_newline)
+        kept_mask[kept] = True
+        for r in range(int(is_newline.sum())):
+            in_row = grid & ~is_newline & (rows == r)
+            assert bool(kept_mask[is_newline & (rows == r)].all()) == bool(kept_mask[in_row].any())
+
+
+def test_llava_next_correlation_gives_a_blank_crop_fewer_tokens(llava_next) -> None:
+    # 48x96: the 1x2 canvas, no padding. Left crop blank white, right crop noise.
+    image = noise(48, 96, seed=6)
+    image[:, :48] = 255
+    pixels = next_pixels(image)
+    (count,) = next_placeholders(llava_next, pixels)
+    ids = torch.tensor([[1, 5, *[LLAVA_IMAGE] * count, 6]])
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), **pixels}
+    pruned = prune_vlm_inputs(llava_next, inputs, keep=0.6, budget="correlation")
+    _base, blank, busy = pruned.budgets[0]
+    assert blank < busy
+    uniform = prune_vlm_inputs(llava_next, inputs, keep=0.6, budget="uniform")
+    assert abs(uniform.budgets[0][1] - uniform.budgets[0][2]) <= 1  # largest remainder
+
+
+def test_llava_next_thumbnail_budgets_follow_the_base_images_cls_logits(llava_next) -> None:
+    # Recompute GlobalCom2's split from the tower's own eager attention: log(softmax) differs
+    # from the pre-softmax logits by a per-head constant, which equal-sized regions cancel.
+    from ragpress.compressors.visual.budgets import allocate, thumbnail_budgets
+
+    image = noise(48, 96, seed=7)
+    image[:, :48] //= 8  # a dark, low-contrast left half
+    pixels = next_pixels(image)
+    (count,) = next_placeholders(llava_next, pixels)
+    ids = torch.tensor([[1, *[LLAVA_IMAGE] * count, 6]])
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), **pixels}
+    pruned = prune_vlm_inputs(llava_next, inputs, keep=0.3, budget="thumbnail")
+    tower = llava_next.model.vision_tower
+    previous = tower.config._attn_implementation
+    tower.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            attention = tower(pixels["pixel_values"][:, 0], output_attentions=True).attentions[-1]
+    finally:
+        tower.set_attn_implementation(previous)
+    scores = attention[0, :, 0, 1:].log().mean(dim=0).view(6, 6)
+    total = round(0.3 * 108)
+    base = int(0.3 * 36)
+    weights = thumbnail_budgets(scores, (1, 2), [36, 36], ratio=total / 108, tau=10.0)
+    assert pruned.budgets[0] == (base, *allocate(weights, total - base, [36, 36]))
+
+
+def test_llava_next_rejects_missing_image_sizes_and_unsupported_choices(llava_next) -> None:
+    inputs = next_inputs(llava_next)
+    del inputs["image_sizes"]
+    with pytest.raises(RequestValidationError, match="image_sizes"):
+        prune_vlm_inputs(llava_next, inputs)
+    with pytest.raises(ConfigurationError, match="method='pool'"):
+        prune_vlm_inputs(llava_next, next_inputs(llava_next), method="pool")
+    with pytest.raises(ConfigurationError, match="budget="):
+        prune_vlm_inputs(llava_next, next_inputs(llava_next), budget="even")  # type: ignore[arg-type]
+
+
+def test_budget_is_only_for_models_with_crops(llava) -> None:
+    with pytest.raises(ConfigurationError, match="budget='uniform'"):
+        prune_vlm_inputs(llava, llava_inputs(), budget="uniform")

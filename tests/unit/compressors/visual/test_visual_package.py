@@ -23,6 +23,7 @@ MODULES = [
     "ragpress.compressors.visual.reducers",
     "ragpress.compressors.visual.budgets",
     "ragpress.compressors.visual.hooks",
+    "ragpress.compressors.visual.hooks_llava_next",
 ]
 
 
