@@ -89,3 +89,13 @@ def test_readme_langchain_example_runs_as_written(tmp_path, monkeypatch, capsys)
 def test_readme_agent_example_runs_as_written(capsys) -> None:
     exec(compile(_block("**Agents.**", "python"), "README.md", "exec"), {})
     assert capsys.readouterr().out.strip() == "Done."
+
+
+def test_readme_python_example_runs_as_written(capsys) -> None:
+    exec(compile(_block("### Python", "python"), "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert "He discovered X-rays in 1895" in out[0] or "first Nobel Prize" in out[0]
+    before, after, ratio = out[1].split()
+    assert int(before) > int(after) > 0 and float(ratio) >= 1.5
+    assert out[2].startswith("Röntgen {'url': 'https://...'} ((")
+    assert out[3].startswith("Bread {} ")
