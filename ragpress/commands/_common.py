@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import sys
@@ -35,8 +37,28 @@ __all__ = [
 F = Any
 
 
+_SETTINGS_FLAGS = ("env_file", "method", "cache", "max_document_chars", "model", "params")
+
+
 def pipeline_options(func: F) -> F:
-    """``--method``, ``--model``, ``--param``, ``--cache``, ``--max-document-chars``, and more."""
+    """``--method``, ``--model``, ``--param``, ``--cache``, ``--max-document-chars``, and more.
+
+    The command receives them as one ``settings`` argument (:func:`load_settings` applied), and
+    ``verbose`` too if it has such a parameter.
+    """
+    command = func
+    wants_verbose = "verbose" in inspect.signature(command).parameters
+
+    @functools.wraps(command)
+    def with_settings(*args: Any, **kwargs: Any) -> Any:
+        flags = {name: kwargs.pop(name) for name in _SETTINGS_FLAGS}
+        verbose = kwargs.pop("verbose")
+        kwargs["settings"] = load_settings(verbose=verbose, **flags)
+        if wants_verbose:
+            kwargs["verbose"] = verbose
+        return command(*args, **kwargs)
+
+    func = with_settings
     decorators: list[Callable[[F], F]] = [
         click.option(
             "--method",

@@ -12,7 +12,6 @@ import click
 from ragpress.commands._common import (
     budget_options,
     fail,
-    load_settings,
     options_from,
     pipeline_options,
     progress_bar,
@@ -28,6 +27,7 @@ from ragpress.middleware.batch_job import (
 )
 
 if TYPE_CHECKING:
+    from ragpress.config import RagpressSettings
     from ragpress.middleware.batch import BatchReport
 
 
@@ -77,13 +77,7 @@ if TYPE_CHECKING:
 def batch(
     source: str,
     target: str,
-    method: str | None,
-    model: str | None,
-    params: tuple[str, ...],
-    cache: str | None,
-    max_document_chars: int | None,
-    env_file: str | None,
-    verbose: bool,
+    settings: RagpressSettings,
     target_ratio: float | None,
     rate: float | None,
     target_tokens: int | None,
@@ -132,15 +126,6 @@ def batch(
     if engine == "ray" and source == "-":
         raise click.BadParameter("--engine ray reads files, not stdin", param_hint="IN")
     options = options_from(target_ratio, rate, target_tokens, keep)
-    settings = load_settings(
-        env_file=env_file,
-        method=method,
-        cache=cache,
-        max_document_chars=max_document_chars,
-        verbose=verbose,
-        model=model,
-        params=params,
-    )
     require_text_method(settings)
     quiet_third_party()
     job = BatchJob(

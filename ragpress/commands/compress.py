@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ragpress.commands._common import (
     budget_options,
     fail,
-    load_settings,
     options_from,
     pipeline_options,
     quiet_third_party,
@@ -21,6 +20,9 @@ from ragpress.commands._common import (
 from ragpress.exceptions import RagpressError, RequestValidationError
 from ragpress.middleware.batch import output_record, parse_record
 from ragpress.middleware.wiring import build_pipeline
+
+if TYPE_CHECKING:
+    from ragpress.config import RagpressSettings
 
 
 @click.command()
@@ -37,13 +39,7 @@ from ragpress.middleware.wiring import build_pipeline
 def compress(
     source: str,
     query: str | None,
-    method: str | None,
-    model: str | None,
-    params: tuple[str, ...],
-    cache: str | None,
-    max_document_chars: int | None,
-    env_file: str | None,
-    verbose: bool,
+    settings: RagpressSettings,
     target_ratio: float | None,
     rate: float | None,
     target_tokens: int | None,
@@ -65,15 +61,6 @@ def compress(
     raw = sys.stdin.read() if source == "-" else _read(source)
     record = _as_record(raw, query)
     options = options_from(target_ratio, rate, target_tokens, keep)
-    settings = load_settings(
-        env_file=env_file,
-        method=method,
-        cache=cache,
-        max_document_chars=max_document_chars,
-        verbose=verbose,
-        model=model,
-        params=params,
-    )
     require_text_method(settings)
     quiet_third_party()
     try:

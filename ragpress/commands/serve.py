@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ragpress.commands._common import fail, load_settings, pipeline_options, quiet_third_party
+from ragpress.commands._common import fail, pipeline_options, quiet_third_party
 from ragpress.config import hand_over, taken_over
 from ragpress.exceptions import RagpressError
 
@@ -58,12 +58,7 @@ def serve(
     workers: int,
     server: str | None,
     no_compress: bool,
-    method: str | None,
-    model: str | None,
-    params: tuple[str, ...],
-    cache: str | None,
-    max_document_chars: int | None,
-    env_file: str | None,
+    settings: RagpressSettings,
     verbose: bool,
 ) -> None:
     """Run the proxy: OpenAI /v1/chat/completions and Anthropic /v1/messages, compressed.
@@ -79,15 +74,6 @@ def serve(
       ragpress serve --upstream http://127.0.0.1:8000/v1 --port 9000
       RAGPRESS_PROXY__API_KEYS='["secret"]' ragpress serve --host 0.0.0.0
     """
-    settings = load_settings(
-        env_file=env_file,
-        method=method,
-        cache=cache,
-        max_document_chars=max_document_chars,
-        verbose=verbose,
-        model=model,
-        params=params,
-    )
     data = settings.model_dump()
     for section, key, value in (
         ("proxy", "host", host),
