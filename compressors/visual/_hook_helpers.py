@@ -46,6 +46,15 @@ class PrunedInputs:
         return int(self.inputs["input_ids"].shape[1])
 
 
+def _llava_features(config: Any) -> tuple[int, str, bool]:
+    """A LLaVA-family config's vision feature layer, select strategy, and whether [CLS] stays."""
+    layer = config.vision_feature_layer
+    strategy = config.vision_feature_select_strategy
+    if not isinstance(layer, int):
+        raise ConfigurationError("pruning needs a single vision_feature_layer, not a list")
+    return layer, strategy, strategy == "default"
+
+
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
 

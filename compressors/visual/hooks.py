@@ -41,6 +41,7 @@ from ragpress.compressors.visual._hook_helpers import (
     _encoder_layers,
     _gather,
     _heads,
+    _llava_features,
     _pad,
     _shrink,
 )
@@ -169,11 +170,7 @@ def _prune_llava(
 ) -> PrunedInputs:
     base: Any = model.model
     config: Any = model.config
-    layer = config.vision_feature_layer
-    strategy = config.vision_feature_select_strategy
-    if not isinstance(layer, int):
-        raise ConfigurationError("pruning needs a single vision_feature_layer, not a list")
-    has_cls = strategy == "default"
+    layer, strategy, has_cls = _llava_features(config)
     if method in ("vtc_cls", "visionzip") and not has_cls:
         raise ConfigurationError(
             f"method={method!r} reads [CLS] attention, but this tower's features have no [CLS] "

@@ -52,6 +52,7 @@ from ragpress.compressors.visual._hook_helpers import (
     _capture_qk,
     _encoder_layers,
     _heads,
+    _llava_features,
     _pad,
     _shrink,
 )
@@ -106,11 +107,7 @@ def prune_llava_next(
         )
     base: Any = model.model
     config: Any = model.config
-    layer = config.vision_feature_layer
-    strategy = config.vision_feature_select_strategy
-    if not isinstance(layer, int):
-        raise ConfigurationError("pruning needs a single vision_feature_layer, not a list")
-    has_cls = strategy == "default"
+    layer, strategy, has_cls = _llava_features(config)
     if not has_cls and (method == "vtc_cls" or budget == "thumbnail"):
         raise ConfigurationError(
             f"method={method!r} with budget={budget!r} reads [CLS] attention, but this tower's "
