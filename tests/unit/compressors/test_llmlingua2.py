@@ -300,7 +300,7 @@ def test_int8_has_its_own_cache_keys_and_file(bert_token_classifier, tmp_path) -
         bert_token_classifier, backend="onnx", onnx_path=str(tmp_path / "m.onnx")
     )
     int8 = LLMLingua2Compressor(
-        bert_token_classifier, backend="onnx", quantize="int8", onnx_path=str(tmp_path / "m.onnx")
+        bert_token_classifier, backend="onnx", quantize="int8", onnx_path=str(tmp_path / "q.onnx")
     )
     assert fp32.fingerprint() != int8.fingerprint()  # analysis cache keys differ
     assert "int8" in int8.model_revision() and "onnxruntime-" in int8.model_revision()
