@@ -6,7 +6,10 @@ On the same checkpoint and the same inputs:
 * reference ``compress_prompt`` (its defaults: context filter on; and with it off), ragpress
   compat mode (identical output), ragpress fixed mode cold (no cache), the bare forward pass
   of the model over the same tokens (dynamic padding), and a warm-cache repeat through the
-  pipeline.
+  pipeline;
+* with ONNX Runtime (unless ``--no-onnx``): fixed mode on the fp32 export and on its int8
+  dynamically quantized copy (``quantize="int8"``), plus how many words get the same keep
+  decision from int8 as from fp32 (torch) at the same rate.
 
 Models are built here with random weights (timing only): a BERT-base-shaped classifier
 (12 layers, d=768, WordPiece) and an XLM-R-large-shaped one (24 layers, d=1024, Unigram
@@ -152,6 +155,25 @@ def bare_forward(compressor: LLMLingua2Compressor, texts: list[str]):
     return lambda: classifier.keep_probabilities(sequences)
 
 
+def kept_words(compressor: LLMLingua2Compressor, passages: list[Passage], analyses: list[Any]):
+    """Each word's keep decision at ``RATE``: inside one of its passage's kept runs."""
+    result = compressor.compress(None, passages, CompressionOptions(rate=RATE), analyses=analyses)
+    return [
+        any(a <= start and end <= b for a, b in passage.spans or ())
+        for analysis, passage in zip(analyses, result.passages, strict=True)
+        for start, end in analysis.spans.tolist()
+    ]
+
+
+def keep_agreement(
+    left: LLMLingua2Compressor, right: LLMLingua2Compressor, passages: list[Passage]
+) -> float:
+    """Share of words with the same keep decision from both compressors."""
+    a = kept_words(left, passages, left.analyze(passages))
+    b = kept_words(right, passages, right.analyze(passages))
+    return sum(x == y for x, y in zip(a, b, strict=True)) / max(len(a), 1)
+
+
 def reference(path: str):
     from llmlingua import PromptCompressor
 
@@ -188,6 +210,9 @@ def run_case(
     }
     if "onnx" in ours:
         variants["ours fixed, cold, onnx"] = lambda: ours["onnx"].compress(None, passages, options)
+        variants["ours fixed, cold, onnx int8"] = lambda: ours["int8"].compress(
+            None, passages, options
+        )
     positions = positions_per_variant(
         {k: v for k, v in variants.items() if "onnx" not in k}, counters
     )
@@ -221,8 +246,16 @@ def run_case(
     }
     if "onnx" in ours:
         onnx_s = seconds["ours fixed, cold, onnx"]
+        int8_s = seconds["ours fixed, cold, onnx int8"]
         row["speedup fixed+onnx vs reference default"] = round(ref_default / onnx_s, 2)
         row["speedup fixed+onnx vs reference filter off"] = round(ref_off / onnx_s, 2)
+        row["speedup fixed+int8 vs reference default"] = round(ref_default / int8_s, 2)
+        row["speedup fixed+int8 vs reference filter off"] = round(ref_off / int8_s, 2)
+        row["speedup int8 vs onnx fp32"] = round(onnx_s / int8_s, 2)
+        row["speedup int8 vs torch fp32 (fixed)"] = round(seconds["ours fixed, cold"] / int8_s, 2)
+        row[f"keep agreement int8 vs fp32 at rate {RATE}"] = round(
+            keep_agreement(fixed, ours["int8"], passages), 4
+        )
     return row
 
 
@@ -233,7 +266,9 @@ def main() -> None:
     parser.add_argument("--long-tokens", type=int, default=None)
     parser.add_argument("--skip-long", action="store_true")
     parser.add_argument("--rounds", type=int, default=2, help="best of N, variants interleaved")
-    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime variant")
+    parser.add_argument(
+        "--no-onnx", action="store_true", help="skip the ONNX Runtime variants (fp32 and int8)"
+    )
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -278,6 +313,12 @@ def main() -> None:
         if not args.no_onnx:
             ours["onnx"] = LLMLingua2Compressor(
                 str(path), backend="onnx", onnx_path=str(work / f"{model}.onnx")
+            )
+            ours["int8"] = LLMLingua2Compressor(
+                str(path),
+                backend="onnx",
+                quantize="int8",
+                onnx_path=str(work / f"{model}.int8.onnx"),
             )
         cases = [("rag-10-docs", rag)]
         if not args.skip_long and model != "xlmr-large":

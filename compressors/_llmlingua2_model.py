@@ -8,6 +8,7 @@ convention: ``softmax(logits)[..., 1]`` is the probability of preserving a token
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import threading
 import warnings
 from dataclasses import dataclass
@@ -146,11 +147,13 @@ class TokenClassifier:
             probs = torch.softmax(logits.float(), dim=-1)[..., 1]
         return probs.cpu().numpy().astype(np.float32, copy=False)
 
-    def use_onnx(self, path: str | Path) -> None:
+    def use_onnx(self, path: str | Path, *, int8: bool = False) -> None:
         """Run the model with ONNX Runtime from ``path``, exporting it there first if absent.
 
         The export traces the loaded model (after any embedding resize), so outputs match the
-        torch model to float rounding.
+        torch model to float rounding. With ``int8``, the export is quantized (see
+        :mod:`ragpress.compressors._llmlingua2_quantize`) and only the int8 model is kept at
+        ``path``; a file already there is used as it is.
 
         Raises:
             MissingDependencyError: onnxruntime or onnx is not installed (extra ``onnx``).
@@ -160,7 +163,14 @@ class TokenClassifier:
         except ImportError as exc:
             raise MissingDependencyError("onnxruntime", extra="onnx") from exc
         target = Path(path)
-        if not target.is_file():
+        if not target.is_file() and int8:
+            from ragpress.compressors._llmlingua2_quantize import quantize_int8
+
+            with tempfile.TemporaryDirectory(prefix="ragpress-onnx-") as folder:
+                exported = Path(folder) / "model.onnx"
+                _export_onnx(self.model, exported)
+                quantize_int8(exported, target)
+        elif not target.is_file():
             _export_onnx(self.model, target)
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL

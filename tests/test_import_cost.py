@@ -16,6 +16,7 @@ HEAVY = (
     "sentencex",
     "click",
     "rich",
+    "onnxruntime",
 )
 
 

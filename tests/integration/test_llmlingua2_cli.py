@@ -91,10 +91,15 @@ def _write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def test_batch_runs_llmlingua2_with_a_local_model(tmp_path, bert_token_classifier) -> None:
+@pytest.mark.parametrize("int8", [False, True], ids=["torch", "onnx-int8"])
+def test_batch_runs_llmlingua2_with_a_local_model(tmp_path, bert_token_classifier, int8) -> None:
     source = _write_jsonl(tmp_path / "in.jsonl", RECORDS)
     target = tmp_path / "out.jsonl"
     args = ["batch", str(source), str(target), "--method", "llmlingua2"]
+    if int8:
+        pytest.importorskip("onnxruntime")
+        onnx_path = f"onnx_path={tmp_path / 'm.int8.onnx'}"
+        args += ["--param", "backend=onnx", "--param", "quantize=int8", "--param", onnx_path]
     done = CliRunner().invoke(main, [*args, "--model", bert_token_classifier, "--rate", "0.4"])
     assert done.exit_code == 0, done.output
     out = [json.loads(line) for line in target.read_text().splitlines()]
@@ -117,6 +122,18 @@ def test_missing_model_fails_at_start_up_with_a_fix(tmp_path) -> None:
     assert done.exit_code == 2
     assert "could not be loaded" in done.output and "local folder" in done.output
     assert not (tmp_path / "o.jsonl").exists() or not (tmp_path / "o.jsonl").read_text()
+
+
+def test_int8_without_the_onnx_backend_fails_at_start_up_with_a_fix(
+    tmp_path, bert_token_classifier
+) -> None:
+    source = _write_jsonl(tmp_path / "in.jsonl", RECORDS[:1])
+    args = ["batch", str(source), str(tmp_path / "o.jsonl"), "-m", "llmlingua2"]
+    done = CliRunner().invoke(
+        main, [*args, "--model", bert_token_classifier, "--param", "quantize=int8"]
+    )
+    assert done.exit_code == 2
+    assert "backend='onnx'" in done.output
 
 
 def test_distill_end_to_end_with_a_stub_teacher(tmp_path, teacher_url, bert_token_classifier):

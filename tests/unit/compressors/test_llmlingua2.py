@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 
@@ -253,6 +254,75 @@ def test_onnx_backend_makes_the_same_decisions(bert_token_classifier, tmp_path) 
     right = onnx_backend.compress(None, DOCS, options, analyses=b)
     assert [p.spans for p in left.passages] == [p.spans for p in right.passages]
     assert torch_backend.fingerprint() != onnx_backend.fingerprint()
+
+
+def _kept_words(compressor, analyses, options) -> list[bool]:
+    """Each word's keep decision: inside one of the kept runs of its passage."""
+    result = compressor.compress(None, DOCS, options, analyses=analyses)
+    return [
+        any(a <= start and end <= b for a, b in passage.spans or ())
+        for analysis, passage in zip(analyses, result.passages, strict=True)
+        for start, end in analysis.spans.tolist()
+    ]
+
+
+@pytest.mark.parametrize(("checkpoint", "floor"), [("bert", 0.95), ("xlmr", 0.99)])
+def test_int8_keeps_nearly_the_same_words(
+    checkpoint, floor, bert_token_classifier, xlmr_token_classifier, tmp_path
+) -> None:
+    """Int8 moves probabilities, so a few decisions flip; measured 0.971 (bert), 1.0 (xlmr)."""
+    onnx = pytest.importorskip("onnx")
+    path = bert_token_classifier if checkpoint == "bert" else xlmr_token_classifier
+    fp32 = LLMLingua2Compressor(path, backend="onnx", onnx_path=str(tmp_path / "m.onnx"))
+    int8 = LLMLingua2Compressor(
+        path, backend="onnx", quantize="int8", onnx_path=str(tmp_path / "q.onnx")
+    )
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    assert "MatMulInteger" in ops  # really quantized,
+    assert [n for n in graph.node if n.op_type == "MatMul" and "classifier" in n.name]  # head fp32
+    a, b = fp32.analyze(DOCS), int8.analyze(DOCS)
+    assert all((x.spans == y.spans).all() for x, y in zip(a, b, strict=True))
+    if checkpoint == "bert":  # the probabilities do move
+        moved = max(abs(x.probs - y.probs).max(initial=0.0) for x, y in zip(a, b, strict=True))
+        assert moved > 1e-3
+    options = CompressionOptions(rate=0.33)
+    left, right = _kept_words(fp32, a, options), _kept_words(int8, b, options)
+    agreement = sum(x == y for x, y in zip(left, right, strict=True)) / len(left)
+    assert agreement >= floor
+    result = int8.compress(None, DOCS, options, analyses=b)
+    assert result.tokens_after == pytest.approx(0.33 * result.tokens_before, rel=0.05)
+
+
+def test_int8_has_its_own_cache_keys_and_file(bert_token_classifier, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    fp32 = LLMLingua2Compressor(
+        bert_token_classifier, backend="onnx", onnx_path=str(tmp_path / "m.onnx")
+    )
+    int8 = LLMLingua2Compressor(
+        bert_token_classifier, backend="onnx", quantize="int8", onnx_path=str(tmp_path / "q.onnx")
+    )
+    assert fp32.fingerprint() != int8.fingerprint()  # analysis cache keys differ
+    assert "int8" in int8.model_revision() and "onnxruntime-" in int8.model_revision()
+    assert int8.get_config_dict()["quantize"] == "int8"
+    default_fp32, default_int8 = fp32._default_onnx_path(), int8._default_onnx_path()
+    assert default_fp32.endswith("model.onnx") and default_int8.endswith("model.int8.onnx")
+    assert default_fp32 != default_int8
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fix"),
+    [
+        ({"quantize": "int4", "backend": "onnx"}, "must be 'int8'"),
+        ({"quantize": "int8"}, "add backend='onnx'"),
+        ({"quantize": "int8", "backend": "onnx", "mode": "compat"}, "mode='fixed'"),
+        ({"quantize": "int8", "backend": "onnx", "device": "cuda"}, "device='cpu'"),
+        ({"quantize": "int8", "backend": "onnx", "dtype": "bfloat16"}, "'float32'"),
+    ],
+)
+def test_int8_refuses_combinations_it_does_not_serve(bert_token_classifier, kwargs, fix) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(fix)):
+        LLMLingua2Compressor(bert_token_classifier, **kwargs)
 
 
 def test_concurrent_requests_share_forward_passes(xlmr_token_classifier) -> None:
