@@ -9,6 +9,8 @@ in-process cache and with Redis, side by side in one run.
     .venv/bin/python bench/sentence_selection.py --data-dir ../shared/data
     .venv/bin/python bench/sentence_selection.py --data-dir ../shared/data \
         --limit 300 --skip-latency
+    .venv/bin/python bench/sentence_selection.py --data-dir ../shared/data \
+        --sets nq_dev --skip 300 --skip-latency      # the records tuning did not see
 
 Measures: retention = share of records whose compressed context contains an answer string
 (case-insensitive, alphanumerics only); ratio = tokens before / after (cl100k_base, document
@@ -49,9 +51,9 @@ def normalise(text: str) -> str:
     return "".join(ch for ch in text.lower() if ch.isalnum())
 
 
-def load(path: Path, limit: int | None) -> list[dict[str, Any]]:
+def load(path: Path, limit: int | None, skip: int = 0) -> list[dict[str, Any]]:
     with gzip.open(path, "rt", encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle]
+        rows = [json.loads(line) for line in handle][skip:]
     return rows[:limit] if limit else rows
 
 
@@ -114,7 +116,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.sets:
-        rows = load(args.data_dir / f"{name}.jsonl.gz", args.limit)
+        rows = load(args.data_dir / f"{name}.jsonl.gz", args.limit, args.skip)
         naive = pipeline_for(SentenceSelectionCompressor(embedder, **NAIVE), MemoryCache())
         ours = pipeline_for(SentenceSelectionCompressor(embedder), MemoryCache())
         for ratio in args.ratios:
@@ -151,6 +153,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--sets", nargs="+", default=["nq_dev", "musique_dev"])
     parser.add_argument("--limit", type=int, help="records per set (default: all)")
+    parser.add_argument("--skip", type=int, default=0, help="leave out the first N records")
     parser.add_argument("--ratios", nargs="+", type=float, default=[3.0, 5.0])
     parser.add_argument("--latency-records", type=int, default=50)
     parser.add_argument(
