@@ -163,14 +163,16 @@ class TokenClassifier:
         except ImportError as exc:
             raise MissingDependencyError("onnxruntime", extra="onnx") from exc
         target = Path(path)
-        if not target.is_file() and int8:
+        if target.is_file():
+            _check_onnx_precision(target, int8=int8)
+        elif int8:
             from ragpress.compressors._llmlingua2_quantize import quantize_int8
 
             with tempfile.TemporaryDirectory(prefix="ragpress-onnx-") as folder:
                 exported = Path(folder) / "model.onnx"
                 _export_onnx(self.model, exported)
                 quantize_int8(exported, target)
-        elif not target.is_file():
+        else:
             _export_onnx(self.model, target)
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -180,6 +182,27 @@ class TokenClassifier:
             else ["CPUExecutionProvider"]
         )
         self.onnx_session = onnxruntime.InferenceSession(str(target), options, providers=providers)
+
+
+def _check_onnx_precision(path: Path, *, int8: bool) -> None:
+    """Refuse an existing ONNX file whose precision is not the one asked for.
+
+    Its probabilities would be cached under the other precision's keys.
+    """
+    try:
+        import onnx
+    except ImportError as exc:
+        raise MissingDependencyError("onnx", extra="onnx") from exc
+
+    ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+    quantized = bool(ops & {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul"})
+    if quantized != int8:
+        found, wanted = ("an int8", "float32") if quantized else ("a float32", "int8")
+        raise ConfigurationError(
+            f"onnx_path={str(path)!r} holds {found} model but this compressor runs {wanted} "
+            f"(quantize={'int8' if int8 else None!r}); point onnx_path at another file (it is "
+            "exported there on first use) or delete this one"
+        )
 
 
 def _export_onnx(model: Any, target: Path) -> None:

@@ -378,3 +378,19 @@ def test_cuda_runs_the_same_code_path(bert_token_classifier, dtype) -> None:
         assert abs(x.probs - y.probs).max(initial=0.0) < tolerance
     result = gpu.compress(None, DOCS, CompressionOptions(rate=0.33), analyses=b)
     assert abs(result.tokens_after / result.tokens_before - 0.33) <= 0.05 * 0.33
+
+
+def test_an_onnx_file_of_the_other_precision_is_refused(bert_token_classifier, tmp_path) -> None:
+    fp32_file, int8_file = str(tmp_path / "m.onnx"), str(tmp_path / "q.onnx")
+    LLMLingua2Compressor(bert_token_classifier, backend="onnx", onnx_path=fp32_file)
+    LLMLingua2Compressor(
+        bert_token_classifier, backend="onnx", quantize="int8", onnx_path=int8_file
+    )
+    with pytest.raises(ConfigurationError, match="holds a float32 model but this compressor"):
+        LLMLingua2Compressor(
+            bert_token_classifier, backend="onnx", quantize="int8", onnx_path=fp32_file
+        )
+    with pytest.raises(ConfigurationError, match=r"holds an int8 model but .* runs float32"):
+        LLMLingua2Compressor(bert_token_classifier, backend="onnx", onnx_path=int8_file)
+    # each file is still accepted by the compressor of its own precision
+    LLMLingua2Compressor(bert_token_classifier, backend="onnx", onnx_path=fp32_file)
