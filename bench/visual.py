@@ -90,15 +90,15 @@ def selection_times(repeats: int) -> None:
             print(f"| {device} | {tokens} | {cells} |")
 
 
-def tiny_llava() -> tuple[Any, dict[str, torch.Tensor]]:
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-    from transformers import LlavaForConditionalGeneration as Llava
+def tiny_clip_llama(image_size: int) -> dict[str, Any]:
+    """The LLaVA-family parts shared by the tiny LLaVA and LLaVA-NeXT: a 4-layer CLIP tower and
+    a 6-layer Llama, with the placeholder and feature settings."""
+    from transformers import CLIPVisionConfig, LlamaConfig
 
-    torch.manual_seed(0)
-    config = LlavaConfig(
+    return dict(
         vision_config=CLIPVisionConfig(
             hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-            image_size=336, patch_size=14, projection_dim=64,
+            image_size=image_size, patch_size=14, projection_dim=64,
         ),
         text_config=LlamaConfig(
             vocab_size=512, hidden_size=256, intermediate_size=704, num_hidden_layers=6,
@@ -108,6 +108,14 @@ def tiny_llava() -> tuple[Any, dict[str, torch.Tensor]]:
         image_token_id=500, vision_feature_layer=-2, vision_feature_select_strategy="default",
         pad_token_id=0,
     )  # fmt: skip
+
+
+def tiny_llava() -> tuple[Any, dict[str, torch.Tensor]]:
+    from transformers import LlavaConfig
+    from transformers import LlavaForConditionalGeneration as Llava
+
+    torch.manual_seed(0)
+    config = LlavaConfig(**tiny_clip_llama(336))
     model = Llava(config).eval()
     ids = torch.tensor([[1, *range(10, 30), *[500] * 576, *range(30, 90)]])
     pixels = torch.randn(1, 3, 336, 336, generator=torch.Generator().manual_seed(0))
@@ -146,23 +154,13 @@ def tiny_qwen2_vl() -> tuple[Any, dict[str, torch.Tensor]]:
 def tiny_llava_next() -> tuple[Any, dict[str, torch.Tensor]]:
     """LLaVA-NeXT: a 168 px tower (12 x 12 = 144 tokens a pass), a 336 x 336 image as base + 2x2
     crops: 144 + 24 rows x (24 + 1 newline) = 744 image tokens."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig
+    from transformers import LlavaNextConfig
     from transformers import LlavaNextForConditionalGeneration as LlavaNext
 
     torch.manual_seed(0)
     config = LlavaNextConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-            image_size=168, patch_size=14, projection_dim=64,
-        ),
-        text_config=LlamaConfig(
-            vocab_size=512, hidden_size=256, intermediate_size=704, num_hidden_layers=6,
-            num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=2048,
-            bos_token_id=1, eos_token_id=2, pad_token_id=0,
-        ),
-        image_token_id=500, vision_feature_layer=-2, vision_feature_select_strategy="default",
-        image_grid_pinpoints=[[168, 336], [336, 168], [336, 336]], pad_token_id=0,
-    )  # fmt: skip
+        **tiny_clip_llama(168), image_grid_pinpoints=[[168, 336], [336, 168], [336, 336]]
+    )
     model = LlavaNext(config).eval()
     ids = torch.tensor([[1, *range(10, 30), *[500] * 744, *range(30, 90)]])
     pixels = torch.randn(1, 5, 3, 168, 168, generator=torch.Generator().manual_seed(0))
