@@ -147,16 +147,21 @@ class TokenClassifier:
             probs = torch.softmax(logits.float(), dim=-1)[..., 1]
         return probs.cpu().numpy().astype(np.float32, copy=False)
 
-    def use_onnx(self, path: str | Path, *, int8: bool = False) -> None:
+    def use_onnx(
+        self, path: str | Path, *, int8: bool = False, check_existing: bool = True
+    ) -> None:
         """Run the model with ONNX Runtime from ``path``, exporting it there first if absent.
 
         The export traces the loaded model (after any embedding resize), so outputs match the
         torch model to float rounding. With ``int8``, the export is quantized (see
         :mod:`ragpress.compressors._llmlingua2_quantize`) and only the int8 model is kept at
-        ``path``; a file already there is used as it is.
+        ``path``. A file already there is used if its precision is the one asked for; with
+        ``check_existing=False`` (paths whose name already says the precision) it is not read
+        twice to find out.
 
         Raises:
             MissingDependencyError: onnxruntime or onnx is not installed (extra ``onnx``).
+            ConfigurationError: The file at ``path`` holds the other precision.
         """
         try:
             import onnxruntime
@@ -164,7 +169,8 @@ class TokenClassifier:
             raise MissingDependencyError("onnxruntime", extra="onnx") from exc
         target = Path(path)
         if target.is_file():
-            _check_onnx_precision(target, int8=int8)
+            if check_existing:
+                _check_onnx_precision(target, int8=int8)
         elif int8:
             from ragpress.compressors._llmlingua2_quantize import quantize_int8
 

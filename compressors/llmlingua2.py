@@ -230,7 +230,9 @@ class LLMLingua2Compressor(BaseCompressor):
         self.quantize = quantize
         if backend == "onnx":
             self._classifier.use_onnx(
-                onnx_path or self._default_onnx_path(), int8=quantize == "int8"
+                onnx_path or self._default_onnx_path(),
+                int8=quantize == "int8",
+                check_existing=onnx_path is not None,  # default names say the precision
             )
 
     def _default_onnx_path(self) -> str:
