@@ -182,6 +182,9 @@ class TokenClassifier:
             _export_onnx(self.model, target)
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle worker threads sleep instead of spinning, so between forward passes they leave
+        # the cores to the rest of the process (the proxy's event loop, torch, tokenization).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = (
             ["CUDAExecutionProvider", "CPUExecutionProvider"]
             if self.device.startswith("cuda")

@@ -254,6 +254,9 @@ def test_onnx_backend_makes_the_same_decisions(bert_token_classifier, tmp_path) 
     right = onnx_backend.compress(None, DOCS, options, analyses=b)
     assert [p.spans for p in left.passages] == [p.spans for p in right.passages]
     assert torch_backend.fingerprint() != onnx_backend.fingerprint()
+    # Idle ONNX Runtime threads must not spin on the cores the rest of the process needs.
+    session_options = onnx_backend._classifier.onnx_session.get_session_options()
+    assert session_options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def _kept_words(compressor, analyses, options) -> list[bool]:
