@@ -10,7 +10,7 @@ Choices, measured on the bench's models (``bench/llmlingua2.py``):
 * **ONNX Runtime, not torch**: on a BERT-base-shaped model (bare forward pass, one early
   run) the int8 ONNX graph ran 4.2x faster than the fp32 ONNX graph, torch's
   ``quantize_dynamic`` on ``nn.Linear`` only 1.6x faster than torch fp32 (end to end in the
-  bench, int8 was 2.0-2.3x over ONNX fp32 and 1.5-1.9x over torch fp32); torch's eager
+  bench, int8 is about 2x over ONNX fp32 and 2.9-3.5x over torch fp32); torch's eager
   quantization API is also deprecated (moved to torchao).
 * **Per-channel weight scales**: same speed, keep-decision agreement with fp32 up from 0.89
   to 0.94 on the MiniLM test checkpoint (6 layers).
