@@ -94,30 +94,16 @@ class IdfTeacher:
         return LabelledText(text, tuple(spans), labels)
 
 
-def keep_decisions(compressor: LLMLingua2Compressor, texts: list[str], rate: float) -> list[bool]:
-    """Each word's keep decision at ``rate``."""
-    batch = [Passage(t) for t in texts]
-    return kept_words(compressor, batch, compressor.analyze(batch), rate)
-
-
-def word_probabilities(compressor: LLMLingua2Compressor, texts: list[str]) -> np.ndarray:
-    analyses = compressor.analyze([Passage(t) for t in texts])
-    return np.concatenate([a.probs for a in analyses])
-
-
-def teacher_agreement(
-    compressor: LLMLingua2Compressor, teacher: IdfTeacher, texts: list[str]
-) -> float:
+def teacher_agreement(analyses: list[Any], teacher: IdfTeacher, texts: list[str]) -> float:
     """Share of the teacher's word labels the model's threshold-0.5 decisions reproduce."""
     hits = total = 0
-    for text in texts:
+    for text, analysis in zip(texts, analyses, strict=True):
         labelled = teacher.label(text)
-        analysis = compressor.analyze([Passage(text)])[0]
-        kept = {
+        kept = [
             (a, b)
             for (a, b), p in zip(analysis.spans.tolist(), analysis.probs, strict=True)
             if p > 0.5
-        }
+        ]
         for span, label in zip(labelled.spans, labelled.labels, strict=True):
             inside = any(a <= span[0] and span[1] <= b for a, b in kept)
             hits += inside == bool(label)
@@ -128,25 +114,26 @@ def teacher_agreement(
 def measure(
     path: Path, work: Path, name: str, teacher: IdfTeacher, texts: list[str]
 ) -> dict[str, Any]:
+    batch = [Passage(t) for t in texts]
     fp32 = LLMLingua2Compressor(str(path))
     int8 = LLMLingua2Compressor(
         str(path), backend="onnx", quantize="int8", onnx_path=str(work / f"{name}.int8.onnx")
     )
-    row: dict[str, Any] = {"model": name, "words": int(word_probabilities(fp32, texts).size)}
-    delta = np.abs(word_probabilities(fp32, texts) - word_probabilities(int8, texts))
+    runs = {"fp32": (fp32, fp32.analyze(batch)), "int8": (int8, int8.analyze(batch))}
+    probs = {k: np.concatenate([a.probs for a in analyses]) for k, (_, analyses) in runs.items()}
+    delta = np.abs(probs["fp32"] - probs["int8"])
+    row: dict[str, Any] = {"model": name, "words": int(delta.size)}
     row["max |p_int8 - p_fp32|"] = round(float(delta.max()), 4)
     row["mean |p_int8 - p_fp32|"] = round(float(delta.mean()), 5)
     for rate in (0.33, 0.5):
-        a, b = keep_decisions(fp32, texts, rate), keep_decisions(int8, texts, rate)
+        a, b = (kept_words(c, batch, analyses, rate) for c, analyses in runs.values())
         row[f"same keep decision, rate {rate}"] = round(
             sum(x == y for x, y in zip(a, b, strict=True)) / len(a), 4
         )
-    row["agreement with the teacher (fp32, p > 0.5)"] = round(
-        teacher_agreement(fp32, teacher, texts), 4
-    )
-    row["agreement with the teacher (int8, p > 0.5)"] = round(
-        teacher_agreement(int8, teacher, texts), 4
-    )
+    for key, (_, analyses) in runs.items():
+        row[f"agreement with the teacher ({key}, p > 0.5)"] = round(
+            teacher_agreement(analyses, teacher, texts), 4
+        )
     return row
 
 
