@@ -212,7 +212,7 @@ PREFILL_MODELS = (
     ("LLaVA", tiny_llava, ("divprune", "pool")),
     ("Qwen2-VL", tiny_qwen2_vl, ("divprune", "pool")),
     # AnyRes: the budget is split across base and crops by the default thumbnail rule.
-    ("LLaVA-NeXT", tiny_llava_next, ("divprune", "vtc_cls")),
+    ("LLaVA-NeXT", tiny_llava_next, ("divprune", "vtc_cls", "globalcom2")),
 )
 
 

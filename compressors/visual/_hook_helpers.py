@@ -19,8 +19,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
-Method = Literal["divprune", "pool", "tome", "vtc_cls", "visionzip"]
-METHODS: tuple[str, ...] = ("divprune", "pool", "tome", "vtc_cls", "visionzip")
+Method = Literal["divprune", "pool", "tome", "vtc_cls", "visionzip", "globalcom2"]
+METHODS: tuple[str, ...] = ("divprune", "pool", "tome", "vtc_cls", "visionzip", "globalcom2")
 VTC_CLS_LAYERS = (16 / 24, 22 / 24)
 """VTC-CLS ensembles layers 16-22 of CLIP ViT-L/14's 24; other depths use the same fractions."""
 

@@ -24,7 +24,8 @@ Methods: ``"divprune"`` (default; any tower), ``"pool"`` (2-D average pooling ba
 ``"tome"`` (merging on features), and for towers with a [CLS] token (CLIP in LLaVA)
 ``"vtc_cls"`` and ``"visionzip"``, which read [CLS] attention from the tower's ``q_proj`` and
 ``k_proj`` outputs (so SDPA towers work; no eager attention needed). LLaVA-NeXT takes
-``"divprune"``, ``"vtc_cls"`` and ``"tome"`` (per crop).
+``"divprune"``, ``"vtc_cls"``, ``"tome"`` and ``"globalcom2"`` (per crop; GlobalCom2's
+global-guided scoring, LLaVA-NeXT only).
 """
 
 from __future__ import annotations
@@ -132,6 +133,11 @@ def prune_vlm_inputs(
         raise ConfigurationError(
             f"budget={budget!r} splits a budget across AnyRes crops; model_type={model_type!r} "
             "has none, leave budget unset"
+        )
+    if method == "globalcom2" and model_type not in LLAVA_NEXT_MODEL_TYPES:
+        raise ConfigurationError(
+            f"method='globalcom2' selects inside AnyRes crops guided by the base image; "
+            f"model_type={model_type!r} has no crops, use method='divprune' or 'vtc_cls'"
         )
     with torch.no_grad():
         if model_type in LLAVA_NEXT_MODEL_TYPES:

@@ -12,8 +12,13 @@ then the crops stitched into one grid, unpadded, with an ``image_newline`` token
    crops, newlines excluded) across the base and the crops with :mod:`.budgets`
    (``budget=``, below);
 3. selects inside each part with ``method``: ``"divprune"`` on the projected tokens,
-   ``"vtc_cls"`` on the part's own [CLS] attention (each crop is a separate tower pass), or
-   ``"tome"`` merging projected tokens (kept index = each merge's representative). ``"pool"``
+   ``"vtc_cls"`` on the part's own [CLS] attention (each crop is a separate tower pass),
+   ``"tome"`` merging projected tokens (kept index = each merge's representative), or
+   ``"globalcom2"``: the base image keeps its top tokens by its own [CLS] logits, and a crop
+   token scores ``l2norm(crop's own [CLS] logits) + l2norm(global score)``, where the global
+   score is the base image's [CLS] logits stretched bilinearly over the *unpadded* canvas (the
+   base image shows the whole image, which the crops show letterboxed) and read at the token's
+   place (:func:`_base_scores_on_crops`). ``"pool"``
    and ``"visionzip"`` raise :class:`ConfigurationError`: unpadded crops are not square grids,
    and VisionZip's dominant/contextual split is per image, not per budgeted crop;
 4. keeps an ``image_newline`` only where its row of the crop grid keeps a token, so the LLM
@@ -31,7 +36,9 @@ Budget rules (visual.md §0 decision 3: split across crops first, then select wi
   ``R = keep / tokens``, the base keeps ``floor(R * N_base)`` and the crops share the rest in
   proportion to :func:`.budgets.thumbnail_budgets` (``tau = 10``) on the base image's
   last-layer, head-mean, pre-softmax [CLS] logits (the spec's signal), mapped uniformly onto the
-  crop grid. Needs a tower with [CLS].
+  crop grid, padding included, as GlobalCom2's own code splits them (the within-crop
+  ``"globalcom2"`` method maps onto the unpadded canvas instead). Needs a tower with [CLS].
+  ``method="globalcom2"`` with this budget is the whole of GlobalCom2.
 * ``"correlation"`` — the token-correlation rule (:func:`.budgets.correlation_budgets`,
   ``tau = 0.9``, at least 16 tokens a part) on the patch keys of the layer the features come
   from; base and crops are parts alike. Works without [CLS]; the spec marks it unverified and
@@ -62,6 +69,7 @@ from ragpress.exceptions import ConfigurationError, MissingDependencyError, Requ
 
 try:
     import torch
+    import torch.nn.functional as F  # noqa: N812 - the universal torch alias
     from transformers.modeling_outputs import BaseModelOutputWithPooling
     from transformers.models.llava_next.modeling_llava_next import (
         get_anyres_image_grid_shape,
@@ -78,7 +86,8 @@ __all__ = ["BUDGETS", "LLAVA_NEXT_MODEL_TYPES", "Budget", "prune_llava_next"]
 Budget = Literal["uniform", "correlation", "thumbnail"]
 BUDGETS: tuple[str, ...] = ("uniform", "correlation", "thumbnail")
 LLAVA_NEXT_MODEL_TYPES = frozenset({"llava_next"})
-PART_METHODS = ("divprune", "vtc_cls", "tome")
+PART_METHODS = ("divprune", "vtc_cls", "tome", "globalcom2")
+CLS_LOGIT_METHODS = ("vtc_cls", "globalcom2")
 THUMBNAIL_TAU = 10.0
 CORRELATION_TAU = 0.9
 CORRELATION_MIN_TOKENS = 16
@@ -108,7 +117,7 @@ def prune_llava_next(
     base: Any = model.model
     config: Any = model.config
     layer, strategy, has_cls = _llava_features(config)
-    if not has_cls and (method == "vtc_cls" or budget == "thumbnail"):
+    if not has_cls and (method in CLS_LOGIT_METHODS or budget == "thumbnail"):
         raise ConfigurationError(
             f"method={method!r} with budget={budget!r} reads [CLS] attention, but this tower's "
             f"features have no [CLS] (vision_feature_select_strategy={strategy!r}); use "
@@ -127,9 +136,10 @@ def prune_llava_next(
     feature_layer = (layer % (depth + 1)) - 1  # hidden_states[i] is the output of layer i - 1
     vtc_last = min(round(depth * VTC_CLS_LAYERS[1]), feature_layer)
     vtc_layers = list(range(min(round(depth * VTC_CLS_LAYERS[0]), vtc_last), vtc_last + 1))
+    last_logits = budget == "thumbnail" or method == "globalcom2"
     wanted = sorted(
         {*(vtc_layers if method == "vtc_cls" else [])}
-        | ({depth - 1} if budget == "thumbnail" else set())
+        | ({depth - 1} if last_logits else set())
         | ({feature_layer} if budget == "correlation" else set())
     )
     heads = base.vision_tower.config.num_attention_heads
@@ -157,10 +167,10 @@ def prune_llava_next(
     if method == "vtc_cls":
         per_layer = [cls_attention(*_heads(captured[i], heads)).mean(dim=1) for i in vtc_layers]
         signals["vtc"] = torch.stack(per_layer).sum(dim=0)  # [passes, tokens]
-    if budget == "thumbnail":
+    if last_logits:  # last layer, head-mean, pre-softmax [CLS] logits
         q, k = _heads(captured[depth - 1], heads)
         logits = q[:, :, :1].float() @ k.float().transpose(-1, -2) / math.sqrt(k.shape[-1])
-        signals["thumbnail"] = logits[:, :, 0, first:].mean(dim=1)  # [passes, tokens]
+        signals["cls_logits"] = logits[:, :, 0, first:].mean(dim=1)  # [passes, tokens]
     if budget == "correlation":
         signals["keys"] = captured[feature_layer][1][:, first:]  # [passes, tokens, dim]
     kept, reduced, budgets = [], [], []
@@ -239,12 +249,15 @@ def _prune_image(
         for p, share in zip(present, found, strict=True):
             shares[p] = share
     else:
-        scores = signals["thumbnail"][offset].view(side)
+        scores = signals["cls_logits"][offset].view(side)
         ratio = total / sum(capacity)
         shares = [math.floor(ratio * capacity[0])]
         if parts > 1:
             weights = thumbnail_budgets(scores, grid, capacity[1:], ratio=ratio, tau=THUMBNAIL_TAU)
             shares += allocate(weights, total - shares[0], capacity[1:])
+    if method == "globalcom2" and parts > 1:
+        base_scores = signals["cls_logits"][offset].view(side)
+        global_scores = _base_scores_on_crops(base_scores, patch, token, grid, side)
     values = features.clone()
     chosen = []
     for p, share in enumerate(shares):
@@ -254,8 +267,13 @@ def _prune_image(
         x = features[where][None]
         if method == "divprune":
             local = divprune(x, share)[0]
-        elif method == "vtc_cls":
-            score = signals["vtc"][offset + p, token[where]]
+        elif method in CLS_LOGIT_METHODS:
+            if method == "vtc_cls":
+                score = signals["vtc"][offset + p, token[where]]
+            else:
+                score = signals["cls_logits"][offset + p, token[where]]
+                if p > 0:  # a crop: its own view plus the base image's, each unit length
+                    score = F.normalize(score, dim=0) + F.normalize(global_scores[where], dim=0)
             local = score.topk(share).indices.sort().values
         else:
             merged = tome_reduce(x, share)
@@ -274,3 +292,31 @@ def _prune_image(
         picked = torch.cat([picked, newline.nonzero()[:, 0]])
     picked = picked.sort().values
     return picked, values[picked], shares
+
+
+def _base_scores_on_crops(
+    base_scores: torch.Tensor,
+    patch: torch.Tensor,
+    token: torch.Tensor,
+    grid: tuple[int, int],
+    side: tuple[int, int],
+) -> torch.Tensor:
+    """GlobalCom2's global score of every packed crop slot (0 elsewhere).
+
+    The base image is the whole image squeezed to one tower input; the crops tile a canvas on
+    which the image sits letterboxed, and the model drops the padding rows or columns. So the
+    base image's ``[rows, cols]`` scores are stretched bilinearly over the canvas part that is
+    left (a rectangle, read off the packed layout) and read at each crop token's place.
+    """
+    crop = patch > 0
+    index = patch[crop] - 1  # crops are row-major over the grid
+    y = (index // grid[1]) * side[0] + token[crop] // side[1]
+    x = (index % grid[1]) * side[1] + token[crop] % side[1]
+    top, left = int(y.min()), int(x.min())
+    size = (int(y.max()) - top + 1, int(x.max()) - left + 1)
+    stretched = F.interpolate(
+        base_scores[None, None].float(), size=size, mode="bilinear", align_corners=False
+    )[0, 0]
+    out = torch.zeros(patch.shape, dtype=torch.float32, device=base_scores.device)
+    out[crop] = stretched[y - top, x - left]
+    return out

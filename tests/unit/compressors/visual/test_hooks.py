@@ -292,7 +292,7 @@ def next_inputs(model) -> dict:
 @pytest.mark.parametrize(
     ("method", "budget"),
     [("divprune", "thumbnail"), ("divprune", "correlation"), ("vtc_cls", "uniform"),
-     ("tome", "thumbnail")],
+     ("tome", "thumbnail"), ("globalcom2", "thumbnail")],
 )  # fmt: skip
 def test_llava_next_keeping_every_token_is_bit_identical(llava_next, method, budget) -> None:
     inputs = next_inputs(llava_next)
@@ -304,7 +304,7 @@ def test_llava_next_keeping_every_token_is_bit_identical(llava_next, method, bud
     assert torch.equal(greedy(llava_next, pruned.inputs), greedy(llava_next, inputs))
 
 
-@pytest.mark.parametrize("method", ["divprune", "vtc_cls", "tome"])
+@pytest.mark.parametrize("method", ["divprune", "vtc_cls", "tome", "globalcom2"])
 @pytest.mark.parametrize("budget", ["thumbnail", "correlation", "uniform"])
 def test_llava_next_generates_with_k_tokens(llava_next, method, budget) -> None:
     inputs = next_inputs(llava_next)
@@ -398,6 +398,52 @@ def test_llava_next_thumbnail_budgets_follow_the_base_images_cls_logits(llava_ne
     assert pruned.budgets[0] == (base, *allocate(weights, total - base, [36, 36]))
 
 
+def last_layer_cls_logits(tower, pixel_values) -> torch.Tensor:
+    """``[passes, 36]`` head-mean pre-softmax [CLS] logits of the tower's last layer, computed
+    from its hidden states and the layer's own modules (not from the hooks under test)."""
+    import math
+
+    with torch.no_grad():
+        hidden = tower(pixel_values, output_hidden_states=True).hidden_states[-2]
+        layer = tower.encoder.layers[-1]
+        x = layer.layer_norm1(hidden)
+        passes, positions, _ = x.shape
+        q = layer.self_attn.q_proj(x[:, :1]).view(passes, 1, 4, 8)
+        k = layer.self_attn.k_proj(x).view(passes, positions, 4, 8)
+        logits = torch.einsum("pqhd,pkhd->phk", q, k) / math.sqrt(8)
+    return logits.mean(dim=1)[:, 1:]
+
+
+def test_llava_next_globalcom2_scores_crop_tokens_by_their_own_and_the_base_images_view(
+    llava_next,
+) -> None:
+    # 60x100 on the 96x96 canvas (2x2 crops of 6x6 tokens): the model drops canvas rows 0-1
+    # and 10-11, so the base image's 6x6 scores stretch over the 8x12 rows left, not the 12x12.
+    import torch.nn.functional as F  # noqa: N812
+
+    pixels = next_pixels(noise(60, 100, seed=4))
+    (count,) = next_placeholders(llava_next, pixels)
+    ids = torch.tensor([[1, *[LLAVA_IMAGE] * count, 6]])
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), **pixels}
+    pruned = prune_vlm_inputs(llava_next, inputs, keep=0.3, method="globalcom2")
+    logits = last_layer_cls_logits(llava_next.model.vision_tower, pixels["pixel_values"][0])
+    base_share, *crop_shares = pruned.budgets[0]
+    expected = logits[0].topk(base_share).indices.tolist()
+    stretched = F.interpolate(logits[0].view(1, 1, 6, 6), size=(8, 12), mode="bilinear")[0, 0]
+    for crop, share in enumerate(crop_shares):
+        places = [(y, x) for y in range(2, 10) for x in range(12) if (y // 6) * 2 + x // 6 == crop]
+        own = torch.stack([logits[1 + crop, (y % 6) * 6 + x % 6] for y, x in places])
+        seen = torch.stack([stretched[y - 2, x] for y, x in places])
+        score = F.normalize(own, dim=0) + F.normalize(seen, dim=0)
+        for i in score.topk(share).indices.tolist():
+            y, x = places[i]
+            expected.append(36 + (y - 2) * 13 + x)  # 12 tokens and a newline per canvas row
+    kept = pruned.keep_indices[0]
+    is_newline = (kept >= 36) & ((kept - 36) % 13 == 12)
+    assert sorted(expected) == kept[~is_newline].tolist()
+    assert len(expected) == round(0.3 * (count - 8))
+
+
 def test_llava_next_rejects_missing_image_sizes_and_unsupported_choices(llava_next) -> None:
     inputs = next_inputs(llava_next)
     del inputs["image_sizes"]
@@ -412,3 +458,5 @@ def test_llava_next_rejects_missing_image_sizes_and_unsupported_choices(llava_ne
 def test_budget_is_only_for_models_with_crops(llava) -> None:
     with pytest.raises(ConfigurationError, match="budget='uniform'"):
         prune_vlm_inputs(llava, llava_inputs(), budget="uniform")
+    with pytest.raises(ConfigurationError, match=r"method=.globalcom2.*no crops"):
+        prune_vlm_inputs(llava, llava_inputs(), method="globalcom2")
