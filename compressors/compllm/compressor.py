@@ -87,7 +87,7 @@ class CompLLMCompressor(BaseCompressor):
     """
 
     name: ClassVar[str] = "compllm"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: the LoRA runs in the model's dtype when encoding
     config_keys: ClassVar[tuple[str, ...]] = (
         "adapter",
         "model",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import warnings
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -356,17 +356,23 @@ class ConceptEncoder:
 
         Segments are compressed independently (each starts at position 0 and sees only
         itself) and batched by length, so the cost is linear in the total number of tokens.
+        On a bfloat16/float16 model the LoRA runs in that dtype too (autocast), instead of
+        PEFT's float32 adapter path, which converts every adapted layer's input and output
+        (``bench/compllm.py`` times both routes; figures in the README). The stored adapter
+        weights stay float32.
         """
         with torch.inference_mode():
-            return self._encode(segments, batch_size)
+            return self._encode(segments, batch_size, adapter_in_model_dtype=True)
 
     def encode_with_grad(
         self, segments: Sequence[Sequence[int]], *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> list[torch.Tensor]:
         """:meth:`encode` with autograd on, for training."""
-        return self._encode(segments, batch_size)
+        return self._encode(segments, batch_size, adapter_in_model_dtype=False)
 
-    def _encode(self, segments: Sequence[Sequence[int]], batch_size: int) -> list[torch.Tensor]:
+    def _encode(
+        self, segments: Sequence[Sequence[int]], batch_size: int, *, adapter_in_model_dtype: bool
+    ) -> list[torch.Tensor]:
         out: list[torch.Tensor] = [self._empty()] * len(segments)
         order = sorted(
             (i for i, s in enumerate(segments) if len(s)), key=lambda i: -len(segments[i])
@@ -385,13 +391,19 @@ class ConceptEncoder:
                 ids[row, : lengths[row]] = torch.tensor(segments[i], dtype=torch.long)
             rows = torch.repeat_interleave(torch.arange(len(batch)), torch.tensor(counts))
             cols = torch.cat([torch.arange(n, n + c) for n, c in zip(lengths, counts, strict=True)])
-            with self._adapted():
+            with self._adapted(), self._autocast(adapter_in_model_dtype):
                 hidden = decoder(input_ids=ids.to(self.device), use_cache=False).last_hidden_state
             picked = hidden[rows.to(self.device), cols.to(self.device)]
             concepts = self.projection(picked.float()).to(self.dtype)
             for i, chunk in zip(batch, concepts.split(counts), strict=True):
                 out[i] = chunk
         return out
+
+    def _autocast(self, enabled: bool) -> AbstractContextManager[object]:
+        """Autocast to the model's dtype, which puts PEFT's float32 LoRA path in it too."""
+        if not enabled or self.dtype == torch.float32 or self.device.type not in ("cpu", "cuda"):
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
 
     def _empty(self) -> torch.Tensor:
         return torch.zeros((0, self.hidden_size), dtype=self.dtype, device=self.device)

@@ -66,6 +66,30 @@ def test_segments_are_compressed_independently(compllm) -> None:
     torch.testing.assert_close(with_prefix, alone, rtol=1e-5, atol=1e-6)
 
 
+def test_bfloat16_encoding_runs_the_adapter_in_bfloat16_and_keeps_its_float32_weights(
+    compllm, compllm_adapter_dir
+) -> None:
+    # On a bf16 model, encode() autocasts the LoRA to bf16; the float32 route (PEFT's default,
+    # what training uses) and the float32 model are the references it must stay close to.
+    low = CompLLMCompressor(str(compllm_adapter_dir), dtype="bfloat16")
+    digest = low.encoder.weights_digest()
+    segments = [s.ids for s in low.segments(DOCS[0])]
+    fast = low.encoder.encode(segments)
+    with torch.no_grad():
+        float32_lora = low.encoder.encode_with_grad(segments)
+    reference = compllm.encoder.encode(segments)
+    assert all(f.dtype == torch.bfloat16 for f in fast)
+    for got, lora32, full32 in zip(fast, float32_lora, reference, strict=True):
+        assert not torch.equal(got, lora32)  # a different (bf16) LoRA path really ran
+        for other in (lora32, full32):
+            cosine = torch.cosine_similarity(got.float(), other.float(), dim=-1)
+            assert float(cosine.min()) > 0.99
+    lora = [p for n, p in low.encoder.llm.named_parameters() if "lora_" in n]
+    assert lora and all(p.dtype == torch.float32 for p in lora)
+    assert low.encoder.weights_digest() == digest
+    assert low.fingerprint() != compllm.fingerprint()  # dtype is part of the cache key
+
+
 def test_the_target_llm_stays_frozen_and_unmodified(compllm, tiny_llm_dir) -> None:
     from transformers import AutoModelForCausalLM
 
