@@ -220,10 +220,12 @@ def _prune_llava(
             )  # fmt: skip
         elif method == "tome":
             merged = tome_reduce(hidden, k)
-        else:
+        elif method == "pool":
             if side * side != tokens:
                 raise ConfigurationError(f"method='pool' needs a square grid, not {tokens} tokens")
             merged = spatial_pool(hidden, (side, side), k)
+        else:  # prune_vlm_inputs rejects the rest (globalcom2) up front
+            raise ConfigurationError(f"method={method!r} is not supported for LLaVA")
         kept = merged.indices
         reduced = base.multi_modal_projector(merged.features)
     per_image = [reduced[i] for i in range(images)]

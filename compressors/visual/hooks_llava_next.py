@@ -255,6 +255,7 @@ def _prune_image(
         if parts > 1:
             weights = thumbnail_budgets(scores, grid, capacity[1:], ratio=ratio, tau=THUMBNAIL_TAU)
             shares += allocate(weights, total - shares[0], capacity[1:])
+    global_scores = None  # GlobalCom2: the base image's view of every crop token
     if method == "globalcom2" and parts > 1:
         base_scores = signals["cls_logits"][offset].view(side)
         global_scores = _base_scores_on_crops(base_scores, patch, token, grid, side)
@@ -272,7 +273,7 @@ def _prune_image(
                 score = signals["vtc"][offset + p, token[where]]
             else:
                 score = signals["cls_logits"][offset + p, token[where]]
-                if p > 0:  # a crop: its own view plus the base image's, each unit length
+                if global_scores is not None and p > 0:  # a crop: own view + base's, unit length
                     score = F.normalize(score, dim=0) + F.normalize(global_scores[where], dim=0)
             local = score.topk(share).indices.sort().values
         else:
