@@ -16,10 +16,12 @@ Qwen2.5-0.5B's (24 layers, width 896, 2 KV heads, 151,936-token vocabulary).
     # quick look with a 4-layer, 256-wide model:
     .venv/bin/python bench/compllm.py --small
 
-Reported: TTFT per path (median of --repeats), the ratios to full context, KV-cache bytes, and
-cold compression time per 1,000 context tokens (flat across lengths = linear in length). Then,
-for a bf16/fp16 model, the compression of the first length's segments with the LoRA in the
-model's dtype (what ragpress runs) against PEFT's float32 adapter route, alternating.
+Reported: TTFT per path (median of --repeats), the ratios to full context (median of the
+per-repeat ratios, each from paths run back to back; the row line adds their range), KV-cache
+bytes, cold compression time per 1,000 context tokens (flat across lengths = linear in
+length), the warm path's time before the prefill and both prompts' positions. Then, for a
+bf16/fp16 model, the compression of the first length's segments with the LoRA in the model's
+dtype (what ragpress runs) against PEFT's float32 adapter route, alternating.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ async def one_length(
     full = generator.prefill(compressor.encoder.embed_ids(ids))
     result["full_s"] = time.perf_counter() - started
     result["full_kv"] = full.kv_cache_bytes
+    result["full_positions"] = len(ids)
     result["context_tokens"] = sum(len(s.ids) for p in passages for s in compressor.segments(p))
 
     pipeline = Pipeline([Stage(compressor)], cache=FailOpenCache(store))
@@ -110,12 +113,11 @@ async def one_length(
     started = time.perf_counter()
     warm = await pipeline.acompress(f"{question} (asked again)", passages)
     prompt = compressor.prompt_embeddings(f"{question} (asked again)", warm.embeddings)
+    result["warm_before_prefill_s"] = time.perf_counter() - started
     generator.prefill(prompt)
     result["warm_s"] = time.perf_counter() - started
     assert warm.cache_misses == 0, "the warm pass must be served from the cache"
-    result["cache_read_s"] = (
-        warm.timings_ms.get("cache_get", 0.0) + warm.timings_ms.get("compress", 0.0)
-    ) / 1e3
+    result["warm_positions"] = prompt.shape[0]
     return result
 
 
@@ -149,7 +151,12 @@ async def main(args: argparse.Namespace) -> None:
                 runs.append(await one_length(compressor, generator, passages, question, store))
                 await store.clear()
                 await store.aclose()
+            for run in runs:  # paired: the three paths of one repeat ran back to back
+                run["warm_ratio"] = run["warm_s"] / run["full_s"]
+                run["cold_ratio"] = run["cold_s"] / run["full_s"]
             row = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            row["warm_ratio_min"] = min(r["warm_ratio"] for r in runs)
+            row["warm_ratio_max"] = max(r["warm_ratio"] for r in runs)
             rows.append(row)
             _print_row(length, row)
         _print_table(rows, args)
@@ -199,7 +206,10 @@ async def _store(redis_url: str | None) -> Any:
 def _print_row(length: int, row: dict[str, float]) -> None:
     print(
         f"  {length}: full {row['full_s']:.2f}s, cold {row['cold_s']:.2f}s "
-        f"(compress {row['compress_s']:.2f}s), warm {row['warm_s']:.2f}s",
+        f"(compress {row['compress_s']:.2f}s), warm {row['warm_s']:.2f}s "
+        f"({row['warm_before_prefill_s'] * 1e3:.0f} ms before the prefill); prefill positions: "
+        f"full {row['full_positions']:,.0f}, soft {row['warm_positions']:,.0f}; warm / full "
+        f"{row['warm_ratio']:.3f} ({row['warm_ratio_min']:.3f}-{row['warm_ratio_max']:.3f})",
         flush=True,
     )
 
@@ -218,7 +228,7 @@ def _print_table(rows: list[dict[str, float]], args: argparse.Namespace) -> None
         print(
             f"| {n:,.0f} | {row['concepts']:,.0f} | {row['full_s'] * 1e3:,.0f} ms "
             f"| {row['cold_s'] * 1e3:,.0f} ms | {row['warm_s'] * 1e3:,.0f} ms "
-            f"| {row['warm_s'] / row['full_s']:.2f}x | {row['cold_s'] / row['full_s']:.2f}x "
+            f"| {row['warm_ratio']:.2f}x | {row['cold_ratio']:.2f}x "
             f"| {row['full_kv'] / 2**20:.1f} MiB | {row['soft_kv'] / 2**20:.1f} MiB "
             f"| {row['soft_kv'] / row['full_kv']:.2f}x | {row['compress_s'] * 1e6 / n:.0f} |"
         )
