@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,11 +149,6 @@ def test_text_commands_refuse_a_soft_method(compllm_adapter_dir, tmp_path) -> No
 
 def test_readme_compllm_example_runs_as_written(tmp_path, monkeypatch, capsys) -> None:
     """The README's offline commands (random checkpoint, train-soft) and its Python example."""
-    import re
-    import shlex
-    import subprocess
-    import sys
-
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     section = readme.split("## Soft compression (CompLLM)", 1)[1]
     commands = re.findall(r"```bash\n(.*?)\n```", section, re.S)[0].splitlines()
