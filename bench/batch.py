@@ -136,7 +136,7 @@ class BenchFactory:
         if self.pipeline == "echo":
             return EchoPipeline()
         from ragpress.config import RagpressSettings
-        from ragpress.middleware.wiring import build_pipeline
+        from ragpress.middleware.pipeline.factory import build_pipeline
 
         settings = RagpressSettings(_env_file=None, cache={"backend": "memory"})
         if self.pipeline == "hashing":
@@ -149,7 +149,7 @@ def one(args: argparse.Namespace) -> None:
     import threading
     import time
 
-    from ragpress.middleware.batch_job import BatchJob, run_job
+    from ragpress.middleware.batch.job import BatchJob, run_job
 
     samples: list[int] = []
     stop = threading.Event()

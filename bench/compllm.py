@@ -43,8 +43,8 @@ from ragpress.cache.memory import MemoryCache
 from ragpress.compressors.compllm import CompLLMCompressor
 from ragpress.compressors.compllm.generation import EmbeddingGenerator
 from ragpress.compressors.compllm.synthetic import build_random_checkpoint
-from ragpress.middleware.cache_policy import FailOpenCache
-from ragpress.middleware.pipeline import Pipeline, Stage
+from ragpress.middleware.pipeline.cache_policy import FailOpenCache
+from ragpress.middleware.pipeline.core import Pipeline, Stage
 from ragpress.types import Passage
 
 ROOT = Path(__file__).resolve().parents[1]

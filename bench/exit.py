@@ -5,8 +5,9 @@ one process; the script prints the median time of each per request, the ratio, a
 difference between their P(Yes) scores (it must stay below 1e-4). Requests are the 10-document
 records of ``tests/fixtures/nq_sample.jsonl.gz`` (about 60 sentences each).
 
-The model is the tiny random Gemma the tests build (``tests/exit_tiny.py``); ``--size small``
-builds a wider, deeper one where the matrix work weighs more than the per-call overhead.
+The model is the tiny random Gemma the tests build (``tests/support/exit_tiny.py``);
+``--size small`` builds a wider, deeper one where the matrix work weighs more than the
+per-call overhead.
 
     .venv/bin/python bench/exit.py
     .venv/bin/python bench/exit.py --size small --context all --records 5
@@ -28,12 +29,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from exit_tiny import save_tiny_gemma  # noqa: E402
-
-from ragpress.compressors.exit import ExitCompressor  # noqa: E402
-from ragpress.compressors.exit_model import ExitClassifier  # noqa: E402
-from ragpress.compressors.exit_scoring import common_prefix_length  # noqa: E402
+from ragpress.compressors.exit.compressor import ExitCompressor  # noqa: E402
+from ragpress.compressors.exit.model import ExitClassifier  # noqa: E402
+from ragpress.compressors.exit.scoring import common_prefix_length  # noqa: E402
 from ragpress.types import Passage  # noqa: E402
+from tests.support.exit_tiny import save_tiny_gemma  # noqa: E402
 
 SIZES = {"tiny": {"hidden_size": 64, "layers": 2}, "small": {"hidden_size": 256, "layers": 6}}
 

@@ -42,20 +42,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import torch  # noqa: E402
-from llmlingua2_checkpoints import (  # noqa: E402
+
+from ragpress.cache.memory import MemoryCache  # noqa: E402
+from ragpress.compressors.llmlingua2.compat import CompatOptions  # noqa: E402
+from ragpress.compressors.llmlingua2.compressor import LLMLingua2Compressor  # noqa: E402
+from ragpress.compressors.llmlingua2.words import chunk_bounds, tokenize_texts  # noqa: E402
+from ragpress.middleware.pipeline.cache_policy import FailOpenCache  # noqa: E402
+from ragpress.middleware.pipeline.core import Pipeline, Stage  # noqa: E402
+from ragpress.tokens import get_token_counter  # noqa: E402
+from ragpress.types import CompressionOptions, Passage  # noqa: E402
+from tests.support.llmlingua2_checkpoints import (  # noqa: E402
     build_bert_checkpoint,
     build_random_bert_checkpoint,
     build_xlmr_checkpoint,
 )
-
-from ragpress.cache.memory import MemoryCache  # noqa: E402
-from ragpress.compressors._llmlingua2_compat import CompatOptions  # noqa: E402
-from ragpress.compressors._llmlingua2_words import chunk_bounds, tokenize_texts  # noqa: E402
-from ragpress.compressors.llmlingua2 import LLMLingua2Compressor  # noqa: E402
-from ragpress.middleware.cache_policy import FailOpenCache  # noqa: E402
-from ragpress.middleware.pipeline import Pipeline, Stage  # noqa: E402
-from ragpress.tokens import get_token_counter  # noqa: E402
-from ragpress.types import CompressionOptions, Passage  # noqa: E402
 
 RATE = 0.33
 LEAN_SKIPS = (

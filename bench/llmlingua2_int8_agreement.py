@@ -41,17 +41,17 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np  # noqa: E402
 from llmlingua2 import kept_words  # noqa: E402 - bench/llmlingua2.py, next to this script
-from llmlingua2_checkpoints import build_bert_checkpoint  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from ragpress.compressors._llmlingua2_labels import split_words  # noqa: E402
-from ragpress.compressors._llmlingua2_train import (  # noqa: E402
+from ragpress.compressors.llmlingua2.compressor import LLMLingua2Compressor  # noqa: E402
+from ragpress.compressors.llmlingua2.labels import split_words  # noqa: E402
+from ragpress.compressors.llmlingua2.training import (  # noqa: E402
     LabelledText,
     TrainingConfig,
     train_token_classifier,
 )
-from ragpress.compressors.llmlingua2 import LLMLingua2Compressor  # noqa: E402
 from ragpress.types import Passage  # noqa: E402
+from tests.support.llmlingua2_checkpoints import build_bert_checkpoint  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 _NUMBER = re.compile(r"\d")

@@ -1,6 +1,6 @@
 """Added latency and throughput of the ragpress proxy, measured side by side in one run.
 
-Everything runs on loopback: the fake LLM (tests/fake_llm.py, a real HTTP/1.1 server), the
+Everything runs on loopback: the fake LLM (tests/support/fake_llm.py, a real HTTP/1.1 server), the
 proxy (`ragpress serve`, one process unless --workers), and a load generator (this process,
 raw asyncio sockets, keep-alive). The same requests go to the upstream directly and through
 the proxy, alternating in blocks so that noise from other processes hits both alike.
@@ -142,7 +142,12 @@ def free_port() -> int:
 
 def start_upstream(chunk_delay: float) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
-        [PYTHON, str(ROOT / "tests" / "fake_llm.py"), "--chunk-delay", str(chunk_delay)],
+        [
+            PYTHON,
+            str(ROOT / "tests" / "support" / "fake_llm.py"),
+            "--chunk-delay",
+            str(chunk_delay),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -165,8 +165,8 @@ def synthetic(n: int, queries: int, single: int, spread: float, workdir: Path) -
 
 def real(data_dir: Path, single: int, workdir: Path) -> None:
     import faiss
+    from transformers.utils import logging as hf_logging
 
-    from ragpress.commands._common import quiet_third_party
     from ragpress.retrieval.chunking import chunk_passages
     from ragpress.retrieval.embedders import SentenceTransformerEmbedder
 
@@ -183,7 +183,8 @@ def real(data_dir: Path, single: int, workdir: Path) -> None:
             )
     documents = list(unique.values())
     chunks = chunk_passages(documents)
-    quiet_third_party()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     embedder = SentenceTransformerEmbedder()
     embedder.embed(["warm up"])
     questions = [r["question"] for r in records]

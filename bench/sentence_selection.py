@@ -32,8 +32,8 @@ import anyio
 
 from ragpress.cache.memory import MemoryCache
 from ragpress.compressors.sentence_selection import SentenceSelectionCompressor
-from ragpress.middleware.cache_policy import FailOpenCache
-from ragpress.middleware.pipeline import Pipeline, Stage
+from ragpress.middleware.pipeline.cache_policy import FailOpenCache
+from ragpress.middleware.pipeline.core import Pipeline, Stage
 from ragpress.retrieval.embedders import SentenceTransformerEmbedder
 from ragpress.tokens import get_token_counter
 from ragpress.types import CompressionOptions, Passage

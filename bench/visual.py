@@ -31,11 +31,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ragpress.compressors.visual.hooks import prune_vlm_inputs
-from ragpress.compressors.visual.image import ImageCompressor
-from ragpress.compressors.visual.ocr import RapidOcrEngine, character_error_rate, read_page
-from ragpress.compressors.visual.parts import ImagePartCompressor
-from ragpress.compressors.visual.reducers import (
+from ragpress.compressors.visual.api.image import ImageCompressor
+from ragpress.compressors.visual.api.ocr import RapidOcrEngine, character_error_rate, read_page
+from ragpress.compressors.visual.api.parts import ImagePartCompressor
+from ragpress.compressors.visual.vlm.hooks import prune_vlm_inputs
+from ragpress.compressors.visual.vlm.reducers import (
     divprune,
     spatial_pool,
     tome_reduce,

@@ -1,74 +1,21 @@
-"""Compressors: the registry and the base class.
+"""Compressors: the base class and the registry.
 
-Heavy implementations are imported from their own module, e.g.
+Each family is a subpackage (:mod:`~ragpress.compressors.llmlingua2`,
+:mod:`~ragpress.compressors.exit`, :mod:`~ragpress.compressors.compllm`,
+:mod:`~ragpress.compressors.visual`); the training-free default is
+:mod:`~ragpress.compressors.sentence_selection`. Heavy implementations are imported from their
+own module, e.g.
 ``from ragpress.compressors.sentence_selection import SentenceSelectionCompressor``, or by name
 through :func:`load_compressor`.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-from ragpress.compressors import _registry
 from ragpress.compressors.base import BaseCompressor
-from ragpress.exceptions import ConfigurationError
+from ragpress.compressors.registry import (
+    available_compressors,
+    compressor_class,
+    load_compressor,
+)
 
 __all__ = ["BaseCompressor", "available_compressors", "compressor_class", "load_compressor"]
-
-
-def available_compressors() -> list[str]:
-    """Registry names of the built-in compressors (whether or not their extra is installed)."""
-    return sorted(_registry.COMPRESSORS)
-
-
-def compressor_class(name: str, /) -> type[BaseCompressor]:
-    """Resolve a registry name or a ``"package.module:Class"`` path to a compressor class.
-
-    Raises:
-        ConfigurationError: Unknown name, or the path does not name a compressor class.
-        MissingDependencyError: The compressor's extra is not installed.
-    """
-    target = _registry.COMPRESSORS.get(name, name)
-    module_name, _, class_name = target.partition(":")
-    if not class_name:
-        raise ConfigurationError(
-            f"unknown compressor {name!r}; known: {available_compressors()}, "
-            "or give a 'package.module:Class' path"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise ConfigurationError(f"compressor module {module_name!r} not found") from exc
-        raise
-    cls = getattr(module, class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, BaseCompressor)):
-        raise ConfigurationError(f"{target!r} is not a BaseCompressor subclass")
-    return cls
-
-
-def load_compressor(name: str, /, **params: Any) -> BaseCompressor:
-    """Instantiate a compressor by registry name or ``"package.module:Class"`` path.
-
-    Args:
-        name: Registry name (see :func:`available_compressors`) or dotted path.
-        **params: Constructor arguments; each must be one of the class's ``config_keys`` or
-            ``injected_keys``.
-
-    Raises:
-        ConfigurationError: Unknown name, or a parameter the compressor does not accept.
-        MissingDependencyError: The compressor's extra is not installed.
-
-    Example:
-        >>> from ragpress.compressors import load_compressor
-        >>> load_compressor("sentence_selection", embedder=my_embedder)  # doctest: +SKIP
-    """
-    cls = compressor_class(name)
-    allowed = (*cls.config_keys, *cls.injected_keys)
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ConfigurationError(
-            f"{cls.__name__} does not accept {unknown}; allowed: {sorted(allowed)}"
-        )
-    return cls(**params)

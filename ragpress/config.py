@@ -2,7 +2,7 @@
 
 Environment variables follow the nesting with a ``RAGPRESS_`` prefix and ``__`` between levels:
 ``RAGPRESS_CACHE__BACKEND=redis``, ``RAGPRESS_COMPRESSION__TARGET_RATIO=4``. Only the CLI, the
-proxy's app factory and :func:`ragpress.middleware.wiring.build_pipeline` read settings;
+proxy's app factory and :func:`ragpress.middleware.pipeline.factory.build_pipeline` read settings;
 components take plain constructor arguments. ``ragpress config env`` prints every variable.
 """
 
@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ragpress._defaults import DEFAULT_EMBEDDING_MODEL, DEFAULT_MAX_DOCUMENT_CHARS
 
 __all__ = [
     "DEFAULT_EMBEDDING_MODEL",
@@ -37,10 +39,8 @@ __all__ = [
 
 DEFAULT_METHOD = "sentence_selection"
 DEFAULT_TARGET_RATIO = 3.0
-DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_CACHE_TTL_SECONDS = 7 * 24 * 3600
 DEFAULT_CACHE_MAX_BYTES = 256 * 1024 * 1024
-DEFAULT_MAX_DOCUMENT_CHARS = 1_000_000
 
 
 class _Section(BaseModel):

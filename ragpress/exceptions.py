@@ -5,6 +5,7 @@
     - ModelNotFoundError                  a model id/path cannot be resolved offline
   + MissingDependencyError (+ImportError) an extra is not installed; the message has the pip command
   + RequestValidationError (.param)       the caller sent something unusable -> HTTP 400
+  + ClientAuthenticationError             no valid ragpress API key from the client -> HTTP 401
   + CompressionError                      a compressor failed on valid input
     - BudgetError (.param)                the budget cannot be met (e.g. ``keep`` alone exceeds it)
   + RetrievalError                        index missing, or built with another embedder
@@ -12,6 +13,8 @@
     - CacheUnavailableError               backend unreachable; the pipeline may fail open
   + UpstreamError (.status_code, .body)   the LLM behind the proxy failed
     - UpstreamTimeoutError
+  + ImageFetchError                       an allow-listed image URL could not be fetched
+  + WorkerFailedError                     a batch worker process died or could not start
 * RagpressWarning (UserWarning), RagpressDeprecationWarning (DeprecationWarning)
 
 Messages state the fact, the values and the remedy, e.g.
@@ -24,8 +27,10 @@ __all__ = [
     "BudgetError",
     "CacheError",
     "CacheUnavailableError",
+    "ClientAuthenticationError",
     "CompressionError",
     "ConfigurationError",
+    "ImageFetchError",
     "MissingDependencyError",
     "ModelNotFoundError",
     "RagpressDeprecationWarning",
@@ -35,6 +40,7 @@ __all__ = [
     "RetrievalError",
     "UpstreamError",
     "UpstreamTimeoutError",
+    "WorkerFailedError",
 ]
 
 
@@ -80,6 +86,12 @@ class RequestValidationError(RagpressError, ValueError):
         super().__init__(message)
 
 
+class ClientAuthenticationError(RagpressError):
+    """The client did not present a valid ragpress API key (HTTP 401)."""
+
+    status_code = 401
+
+
 class CompressionError(RagpressError):
     """A compressor failed on input that passed validation."""
 
@@ -123,6 +135,14 @@ class UpstreamTimeoutError(UpstreamError):
 
     def __init__(self, message: str, *, body: bytes | None = None) -> None:
         super().__init__(message, status_code=504, body=body)
+
+
+class ImageFetchError(RagpressError):
+    """An allow-listed image URL could not be fetched (the part is then sent as it was)."""
+
+
+class WorkerFailedError(RagpressError):
+    """A batch worker process died (killed, out of memory) or could not start."""
 
 
 class RagpressWarning(UserWarning):

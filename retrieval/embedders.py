@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from ragpress._defaults import DEFAULT_EMBEDDING_MODEL
 from ragpress.exceptions import ConfigurationError, MissingDependencyError
 from ragpress.hashing import fingerprint_of
 from ragpress.hub import model_not_found, model_revision
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_EMBEDDING_MODEL", "SentenceTransformerEmbedder", "resolve_embedding_model"]
 
-DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _EMBEDDED_ALIASES = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
 
 

@@ -7,9 +7,9 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from fakes import HashingEmbedder
 
 from ragpress.cache.memory import MemoryCache
+from tests.support.fakes import HashingEmbedder
 
 # CI sets this so that tests marked `redis` fail instead of skipping when Redis is absent.
 REQUIRE_REDIS = os.environ.get("RAGPRESS_REQUIRE_REDIS", "") not in ("", "0", "false")
@@ -176,11 +176,11 @@ def redis_relay(redis_url: str):
 def tiny_gemma_dir(tmp_path_factory: pytest.TempPathFactory):
     """A tiny random Gemma-architecture causal LM + tokenizer with a chat template, on disk.
 
-    Built from a config by ``tests/exit_tiny.py`` (nothing is downloaded); the EXIT tests load
-    it through the same code that loads google/gemma-2b-it.
+    Built from a config by ``tests/support/exit_tiny.py`` (nothing is downloaded); the EXIT
+    tests load it through the same code that loads google/gemma-2b-it.
     """
     pytest.importorskip("peft")
-    from exit_tiny import save_tiny_gemma
+    from tests.support.exit_tiny import save_tiny_gemma
 
     return save_tiny_gemma(tmp_path_factory.mktemp("tiny-gemma"))
 
@@ -235,13 +235,13 @@ def compllm(compllm_adapter_dir):
     return CompLLMCompressor(str(compllm_adapter_dir))
 
 
-# -- LLMLingua-2: tiny checkpoints built here (see tests/llmlingua2_checkpoints.py) -------------
+# -- LLMLingua-2: tiny checkpoints built here (tests/support/llmlingua2_checkpoints.py) ---
 
 
 @pytest.fixture(scope="session")
 def bert_token_classifier(tmp_path_factory: pytest.TempPathFactory) -> str:
     """MiniLM's first 2 layers (WordPiece) + a seeded random 2-label head (llmlingua-valid name)."""
-    from llmlingua2_checkpoints import build_bert_checkpoint
+    from tests.support.llmlingua2_checkpoints import build_bert_checkpoint
 
     root = tmp_path_factory.mktemp("l2")
     return str(build_bert_checkpoint(root / "bert-base-multilingual-cased-minilm", num_layers=2))
@@ -250,7 +250,7 @@ def bert_token_classifier(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def xlmr_token_classifier(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A locally trained Unigram (SentencePiece-style) tokenizer + a tiny random XLM-R."""
-    from llmlingua2_checkpoints import build_xlmr_checkpoint
+    from tests.support.llmlingua2_checkpoints import build_xlmr_checkpoint
 
     root = tmp_path_factory.mktemp("l2")
     return str(build_xlmr_checkpoint(root / "xlm-roberta-large-tiny"))

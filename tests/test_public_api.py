@@ -1,28 +1,21 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 
 import ragpress
 
-MODULES = [
-    "ragpress",
-    "ragpress.types",
-    "ragpress.exceptions",
-    "ragpress.config",
-    "ragpress.tokens",
-    "ragpress.segmentation",
-    "ragpress.provenance",
-    "ragpress.cache",
-    "ragpress.compressors",
-    "ragpress.middleware",
-    "ragpress.retrieval",
-    "ragpress.middleware.generation",
-    "ragpress.middleware.openai",
-    "ragpress.middleware.anthropic",
-    "ragpress.middleware.proxy",
-]
+ROOT = Path(__file__).resolve().parents[1]
+FOUNDATION = ["types", "exceptions", "config", "tokens", "segmentation", "provenance"]
+PACKAGES = sorted(
+    "ragpress." + ".".join(init.parent.relative_to(ROOT).parts)
+    for folder in ("compressors", "middleware", "retrieval", "cache")
+    for init in (ROOT / folder).rglob("__init__.py")
+)
+MODULES = ["ragpress", *(f"ragpress.{m}" for m in FOUNDATION), *PACKAGES]
+"""Every package's ``__init__`` (its public face) and the foundation modules."""
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -20,7 +20,7 @@ from ragpress.middleware.generation.base import (
     SoftPromptBuilder,
     require_embedding_target,
 )
-from ragpress.middleware.pipeline import passthrough_result
+from ragpress.middleware.pipeline.core import passthrough_result
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import httpx2
 
     from ragpress.middleware.generation.base import EmbeddingBackend, FinishReason
-    from ragpress.middleware.pipeline import Pipeline
+    from ragpress.middleware.pipeline.core import Pipeline
     from ragpress.types import ArrayLike, CompressionOptions, CompressionResult, Passage
 
 __all__ = ["SoftGeneration", "SoftPrompt", "SoftPromptService", "build_embedding_backend"]

@@ -20,8 +20,8 @@ from pydantic import ConfigDict, PrivateAttr, model_validator
 
 from ragpress.config import RagpressSettings
 from ragpress.exceptions import MissingDependencyError, RequestValidationError
-from ragpress.middleware.pipeline import Pipeline  # noqa: TC001 - a pydantic field type
-from ragpress.middleware.wiring import build_pipeline
+from ragpress.middleware.pipeline.core import Pipeline  # noqa: TC001 - a pydantic field type
+from ragpress.middleware.pipeline.factory import build_pipeline
 from ragpress.types import CompressionOptions, Passage
 
 try:

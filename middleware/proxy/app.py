@@ -2,7 +2,7 @@
 
 Every error a client sees has the OpenAI shape, or Anthropic's on ``/v1/messages``: one
 exception handler sends all exceptions (unknown paths and wrong methods included) through
-:func:`ragpress.middleware.openai.errors.to_error_response`.
+:func:`ragpress.middleware.serving.errors.to_error_response`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ragpress.middleware.proxy.routes import DOCUMENTED_MODELS
 if TYPE_CHECKING:
     import httpx
 
-    from ragpress.middleware.wiring import PipelineSet
+    from ragpress.middleware.pipeline.factory import PipelineSet
 
 __all__ = ["create_app", "openapi_config"]
 

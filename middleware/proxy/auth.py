@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING
 
-from ragpress.middleware.openai.errors import ClientAuthenticationError
+from ragpress.exceptions import ClientAuthenticationError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping

@@ -6,7 +6,7 @@ the allow-list (never to another host, never to plain http), at most ``max_redir
 Bodies are streamed and cut off past ``max_bytes`` (after content decoding, so a compressed
 bomb cannot get through), and the whole fetch, redirects included, must end within
 ``timeout_seconds``. Every failure is an
-:class:`~ragpress.middleware.openai.images.ImageFetchError`, after which the part is sent on as
+:class:`~ragpress.middleware.serving.images.ImageFetchError`, after which the part is sent on as
 it was (the provider may fetch it itself).
 """
 
@@ -17,8 +17,7 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-from ragpress.exceptions import MissingDependencyError
-from ragpress.middleware.openai.images import ImageFetchError
+from ragpress.exceptions import ImageFetchError, MissingDependencyError
 
 try:
     import httpx
@@ -57,7 +56,7 @@ class ImageFetcher:
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        from ragpress.compressors.visual.parts import host_allowed
+        from ragpress.compressors.visual.api.parts import host_allowed
 
         self._host_allowed = host_allowed
         self.allow_hosts = tuple(allow_hosts)

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
     from prometheus_client.metrics_core import Metric
 
-    from ragpress.middleware.cache_policy import CacheCounters
-    from ragpress.middleware.openai.service import Prepared
+    from ragpress.middleware.pipeline.cache_policy import CacheCounters
+    from ragpress.middleware.serving.chat import Prepared
 
 __all__ = ["JsonFormatter", "ProxyMetrics", "configure_logging"]
 

@@ -16,12 +16,15 @@ from litestar.openapi.spec.enums import OpenAPIType
 from litestar.openapi.spec.media_type import OpenAPIMediaType
 from litestar.openapi.spec.response import OpenAPIResponse
 
+from ragpress.middleware.serving.protocols.anthropic import AnthropicErrorResponse
+from ragpress.middleware.serving.protocols.openai import ErrorResponse
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from pydantic import BaseModel
 
-__all__ = ["component_schemas", "operation"]
+__all__ = ["ANTHROPIC_ERRORS", "OPENAI_ERRORS", "component_schemas", "operation"]
 
 _REF = "#/components/schemas/{model}"
 _HEADERS_DOC = (
@@ -93,3 +96,19 @@ def operation(
                     )
 
     return _Documented
+
+
+def _error_responses(model: type[BaseModel]) -> dict[int, tuple[str, type[BaseModel]]]:
+    return {
+        400: ("Bad request (the message names the field)", model),
+        401: ("Missing or invalid ragpress API key", model),
+        413: ("Request body over RAGPRESS_PROXY__MAX_BODY_BYTES", model),
+        502: ("The upstream could not be reached or broke off", model),
+        504: ("The upstream did not answer in time", model),
+    }
+
+
+OPENAI_ERRORS = _error_responses(ErrorResponse)
+"""The error answers of OpenAI-shaped routes, for :func:`operation`."""
+ANTHROPIC_ERRORS = _error_responses(AnthropicErrorResponse)
+"""The error answers of Anthropic-shaped routes, for :func:`operation`."""

@@ -19,23 +19,24 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingDependencyError(exc.name or "litestar", extra="proxy") from exc
 
 from ragpress.config import RagpressSettings
-from ragpress.middleware.openai.compress_service import CompressService
-from ragpress.middleware.openai.errors import to_error_response
-from ragpress.middleware.openai.service import ChatService
+from ragpress.middleware.pipeline.factory import build_pipeline_set
 from ragpress.middleware.proxy.auth import ClientKeys
 from ragpress.middleware.proxy.observability import ProxyMetrics
-from ragpress.middleware.proxy.routes import ROUTES, STATE_KEY, ProxyState
+from ragpress.middleware.proxy.routes import ROUTES
 from ragpress.middleware.proxy.services import build_image_handlers, build_soft_chat
+from ragpress.middleware.proxy.state import STATE_KEY, ProxyState
 from ragpress.middleware.proxy.upstream import UpstreamClient
-from ragpress.middleware.wiring import build_pipeline_set
+from ragpress.middleware.serving.chat import ChatService
+from ragpress.middleware.serving.compress import CompressService
+from ragpress.middleware.serving.errors import to_error_response
 
 if TYPE_CHECKING:
     import httpx
     from litestar.config.app import AppConfig
     from litestar.datastructures import State
 
-    from ragpress.middleware.openai.protocol import Flavor
-    from ragpress.middleware.wiring import PipelineSet
+    from ragpress.middleware.pipeline.factory import PipelineSet
+    from ragpress.middleware.serving.protocols.openai import Flavor
 
 __all__ = ["RagpressPlugin", "build_state", "error_handler"]
 

@@ -14,10 +14,10 @@ from ragpress.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from ragpress.config import RagpressSettings
-    from ragpress.middleware.openai.parts import PartCompressor
-    from ragpress.middleware.openai.soft import SoftChat
+    from ragpress.middleware.pipeline.factory import PipelineSet
     from ragpress.middleware.proxy.fetch import ImageFetcher
-    from ragpress.middleware.wiring import PipelineSet
+    from ragpress.middleware.serving.parts import PartCompressor
+    from ragpress.middleware.serving.soft import SoftChat
 
 __all__ = ["build_image_handlers", "build_soft_chat"]
 
@@ -39,17 +39,17 @@ def build_image_handlers(
     images = settings.proxy.images
     if not images.enabled:
         return {}, None
-    from ragpress.middleware.openai.images import (
+    from ragpress.middleware.proxy.fetch import ImageFetcher
+    from ragpress.middleware.serving.images import (
         IMAGE_PART_TYPES,
         ImagePartHandler,
         resolve_image_model,
     )
-    from ragpress.middleware.proxy.fetch import ImageFetcher
 
     if images.default_model is not None:
         family, _ = resolve_image_model(images.default_model, "openai")
         if family is None:
-            from ragpress.compressors.visual.costs import MODEL_FAMILIES
+            from ragpress.compressors.visual.api.costs import MODEL_FAMILIES
 
             raise ConfigurationError(
                 f"RAGPRESS_PROXY__IMAGES__DEFAULT_MODEL={images.default_model!r} is not a model "
@@ -108,7 +108,7 @@ def build_soft_chat(settings: RagpressSettings, pipelines: PipelineSet) -> SoftC
             "--enable-prompt-embeds); or offer text methods only"
         )
     from ragpress.middleware.generation import SoftPromptService, build_embedding_backend
-    from ragpress.middleware.openai.soft import SoftChat
+    from ragpress.middleware.serving.soft import SoftChat
 
     api_key = soft.api_key or settings.upstream.api_key
     services = {}

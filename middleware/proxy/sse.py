@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ragpress.exceptions import UpstreamError
-from ragpress.middleware.openai.errors import sse_error_event
+from ragpress.middleware.serving.errors import sse_error_event
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from ragpress.middleware.openai.protocol import Flavor
+    from ragpress.middleware.serving.protocols.openai import Flavor
 
 __all__ = ["is_event_stream", "relay"]
 

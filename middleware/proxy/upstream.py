@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from ragpress.config import UpstreamSettings
-    from ragpress.middleware.openai.protocol import Flavor
+    from ragpress.middleware.serving.protocols.openai import Flavor
 
 __all__ = ["RetryPolicy", "UpstreamClient", "UpstreamResponse", "redact_url"]
 

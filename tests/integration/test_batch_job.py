@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from ragpress.config import RagpressSettings
-from ragpress.middleware.batch_job import BatchJob, SettingsPipelineFactory, run_job
+from ragpress.middleware.batch.job import BatchJob, SettingsPipelineFactory, run_job
 
 TOPICS = ["Paris", "bread", "rivers", "Nobel", "X-rays", "yeast", "towers", "physics", "tea"]
 

@@ -9,8 +9,8 @@ pytest.importorskip("peft")
 
 from ragpress.compressors.compllm import CompLLMCompressor  # noqa: E402
 from ragpress.compressors.compllm.segments import decode_concepts, encode_concepts  # noqa: E402
-from ragpress.middleware.cache_policy import FailOpenCache  # noqa: E402
-from ragpress.middleware.pipeline import Pipeline, Stage  # noqa: E402
+from ragpress.middleware.pipeline.cache_policy import FailOpenCache  # noqa: E402
+from ragpress.middleware.pipeline.core import Pipeline, Stage  # noqa: E402
 from ragpress.types import Passage  # noqa: E402
 
 pytestmark = [pytest.mark.redis, pytest.mark.model]

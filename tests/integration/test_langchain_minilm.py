@@ -15,7 +15,7 @@ from langchain_classic.retrievers import ContextualCompressionRetriever
 from ragpress.cli import main
 from ragpress.config import RagpressSettings
 from ragpress.middleware.langchain import RagpressDocumentCompressor, RagpressRetriever
-from ragpress.middleware.wiring import build_pipeline
+from ragpress.middleware.pipeline.factory import build_pipeline
 from ragpress.retrieval.chunking import chunk_passages
 from ragpress.retrieval.documents import load_documents
 from ragpress.retrieval.faiss import FaissRetriever

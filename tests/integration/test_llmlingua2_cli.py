@@ -138,7 +138,7 @@ def test_int8_without_the_onnx_backend_fails_at_start_up_with_a_fix(
 
 def test_distill_end_to_end_with_a_stub_teacher(tmp_path, teacher_url, bert_token_classifier):
     """Base model: the MiniLM backbone (first 2 layers, to keep the test short)."""
-    from ragpress.compressors.llmlingua2 import LLMLingua2Compressor
+    from ragpress.compressors.llmlingua2.compressor import LLMLingua2Compressor
     from ragpress.types import CompressionOptions, Passage
 
     source = _write_jsonl(tmp_path / "texts.jsonl", [{"text": t} for t in TEXTS])

@@ -7,8 +7,9 @@ import json
 import anthropic
 import httpx
 import pytest
-from fake_llm import FakeLLM
-from proxy_support import BREAD, CONTEXT, CURIE, QUESTION, running_proxy
+
+from tests.support.fake_llm import FakeLLM
+from tests.support.proxy import BREAD, CONTEXT, CURIE, QUESTION, running_proxy
 
 SYSTEM = [{"type": "text", "text": f"Use the documents. {CONTEXT}"}]
 

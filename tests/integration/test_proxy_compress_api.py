@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from fake_llm import FakeLLM
-from proxy_support import BREAD, CONTEXT, CURIE, QUESTION, running_proxy
 
 from ragpress.provenance import join_spans
+from tests.support.fake_llm import FakeLLM
+from tests.support.proxy import BREAD, CONTEXT, CURIE, QUESTION, running_proxy
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import uuid
 import httpx
 import openai
 import pytest
-from fake_llm import FakeLLM
-from fakes import HashingEmbedder
-from proxy_support import QUESTION, pipelines_for, serve, settings_for
 
 from ragpress.middleware.proxy import create_app
+from tests.support.fake_llm import FakeLLM
+from tests.support.fakes import HashingEmbedder
+from tests.support.proxy import QUESTION, pipelines_for, serve, settings_for
 
 
 def _messages(i: int) -> list[dict]:

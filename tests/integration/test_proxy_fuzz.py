@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from fake_llm import FakeLLM
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-from proxy_support import running_proxy
 from schemathesis.generation import GenerationMode
+
+from tests.support.fake_llm import FakeLLM
+from tests.support.proxy import running_proxy
 
 _SETTINGS = {"deadline": None, "suppress_health_check": list(HealthCheck), "derandomize": True}
 

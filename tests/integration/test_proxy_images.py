@@ -1,7 +1,7 @@
 """Image and PDF parts through the running proxy, with the official openai and anthropic SDKs.
 
-The LLM is the recording loopback server (tests/fake_llm.py); allow-listed image URLs are served
-by a second loopback server speaking HTTPS with a test CA (trustme) that the proxy is told to
+The LLM is the recording loopback server (tests/support/fake_llm.py); allow-listed image URLs are
+served by a second loopback server speaking HTTPS with a test CA (trustme) that the proxy is told to
 trust, as an operator would configure a private CA.
 """
 
@@ -23,13 +23,13 @@ import pytest
 pytest.importorskip("PIL")
 trustme = pytest.importorskip("trustme")
 
-from fake_llm import FakeLLM  # noqa: E402
 from PIL import Image  # noqa: E402
-from proxy_support import running_proxy  # noqa: E402
 
-from ragpress.compressors.visual.costs import cost_model_for  # noqa: E402
-from ragpress.middleware.openai.images import ImageFetchError  # noqa: E402
+from ragpress.compressors.visual.api.costs import cost_model_for  # noqa: E402
 from ragpress.middleware.proxy.fetch import ImageFetcher  # noqa: E402
+from ragpress.middleware.serving.images import ImageFetchError  # noqa: E402
+from tests.support.fake_llm import FakeLLM  # noqa: E402
+from tests.support.proxy import running_proxy  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "visual"
 CHART = (FIXTURES / "chart_page.png").read_bytes()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from fake_llm import FakeLLM
-from proxy_support import BREAD, CONTEXT, QUESTION, running_proxy
+
+from tests.support.fake_llm import FakeLLM
+from tests.support.proxy import BREAD, CONTEXT, QUESTION, running_proxy
 
 langchain_openai = pytest.importorskip("langchain_openai")
 

@@ -1,7 +1,8 @@
 """The official openai SDK (sync, async, streaming) against the running proxy.
 
-The upstream is a real HTTP server on 127.0.0.1 that records every request (tests/fake_llm.py),
-so each test asserts what reached the LLM: what was compressed and what was left byte for byte.
+The upstream is a real HTTP server on 127.0.0.1 that records every request
+(tests/support/fake_llm.py), so each test asserts what reached the LLM: what was compressed
+and what was left byte for byte.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import json
 import httpx
 import openai
 import pytest
-from fake_llm import FakeLLM
-from proxy_support import (
+
+from ragpress.middleware.proxy import create_app
+from tests.support.fake_llm import FakeLLM
+from tests.support.proxy import (
     BREAD,
     CONTEXT,
     CURIE,
@@ -22,8 +25,6 @@ from proxy_support import (
     serve,
     settings_for,
 )
-
-from ragpress.middleware.proxy import create_app
 
 SYSTEM = "You answer from the context only. <context>system prompts are never touched.</context>"
 

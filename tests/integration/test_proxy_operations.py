@@ -7,14 +7,14 @@ import logging
 import httpx
 import openai
 import pytest
-from fake_llm import FakeLLM
-from fakes import HashingEmbedder
-from proxy_support import CONTEXT, QUESTION, pipelines_for, serve, settings_for
 
 from ragpress.compressors.base import BaseCompressor
-from ragpress.middleware.pipeline import Pipeline, Stage
+from ragpress.middleware.pipeline.core import Pipeline, Stage
+from ragpress.middleware.pipeline.factory import PipelineSet
 from ragpress.middleware.proxy import create_app
-from ragpress.middleware.wiring import PipelineSet
+from tests.support.fake_llm import FakeLLM
+from tests.support.fakes import HashingEmbedder
+from tests.support.proxy import CONTEXT, QUESTION, pipelines_for, serve, settings_for
 
 MESSAGES = [{"role": "user", "content": f"{CONTEXT} {QUESTION}"}]
 CLIENT_KEY = "rp-client-secret-123"

@@ -2,8 +2,8 @@
 
 The compressor is the session's tiny Qwen2-architecture model with an untrained (non-zero) adapter
 (tests/conftest.py); the vLLM server is the loopback stand-in that decodes ``prompt_embeds`` as
-vLLM does (tests/vllm_fake.py). Answers are checked against the model run directly on the same
-prompt, through the official openai client, streaming and not.
+vLLM does (tests/support/vllm_fake.py). Answers are checked against the model run directly on
+the same prompt, through the official openai client, streaming and not.
 """
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from fake_llm import FakeLLM  # noqa: E402
-from fakes import HashingEmbedder  # noqa: E402
 from litestar.testing import TestClient  # noqa: E402
-from proxy_support import running_proxy, serve, settings_for  # noqa: E402
-from vllm_fake import FakeVLLM  # noqa: E402
 
 from ragpress.compressors.compllm.generation import EmbeddingGenerator  # noqa: E402
 from ragpress.exceptions import ConfigurationError  # noqa: E402
+from ragpress.middleware.pipeline.factory import PipelineSet, build_pipeline  # noqa: E402
 from ragpress.middleware.proxy import create_app  # noqa: E402
-from ragpress.middleware.wiring import PipelineSet, build_pipeline  # noqa: E402
 from ragpress.types import CompressionOptions, Passage  # noqa: E402
+from tests.support.fake_llm import FakeLLM  # noqa: E402
+from tests.support.fakes import HashingEmbedder  # noqa: E402
+from tests.support.proxy import running_proxy, serve, settings_for  # noqa: E402
+from tests.support.vllm_fake import FakeVLLM  # noqa: E402
 
 pytestmark = pytest.mark.model
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from fake_llm import FakeLLM
-from proxy_support import running_proxy
+
+from tests.support.fake_llm import FakeLLM
+from tests.support.proxy import running_proxy
 
 ROOT = Path(__file__).resolve().parents[2]
 SECTION = (

@@ -10,9 +10,9 @@ import pytest
 
 from ragpress.cache.redis import RedisCache
 from ragpress.compressors.sentence_selection import SentenceSelectionCompressor
-from ragpress.middleware.batch import run_batch
-from ragpress.middleware.cache_policy import FailOpenCache
-from ragpress.middleware.pipeline import Pipeline, Stage
+from ragpress.middleware.batch.runner import run_batch
+from ragpress.middleware.pipeline.cache_policy import FailOpenCache
+from ragpress.middleware.pipeline.core import Pipeline, Stage
 from ragpress.tokens import get_token_counter
 from ragpress.types import CompressionOptions, Passage
 

@@ -12,11 +12,11 @@ import httpx
 import openai
 import pytest
 from click.testing import CliRunner
-from fake_llm import FakeLLM
-from proxy_support import BREAD, CONTEXT, QUESTION
 
 from ragpress.cli import main
-from ragpress.commands import serve as serve_module
+from ragpress.cli import serve as serve_module
+from tests.support.fake_llm import FakeLLM
+from tests.support.proxy import BREAD, CONTEXT, QUESTION
 
 
 def test_flags_override_the_environment(monkeypatch):

@@ -21,7 +21,7 @@ MUSIQUE = FIXTURES / "musique_sample.jsonl.gz"  # 6 MuSiQue records, CC BY 4.0
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_torch_thread():
-    from exit_tiny import one_torch_thread
+    from tests.support.exit_tiny import one_torch_thread
 
     with one_torch_thread():
         yield
@@ -67,7 +67,7 @@ def trained(tiny_gemma_dir, tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_training_writes_a_peft_adapter_that_learned_the_labels(trained) -> None:
-    from ragpress.compressors.exit_model import ExitClassifier
+    from ragpress.compressors.exit.model import ExitClassifier
 
     adapter, dump = trained
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= {

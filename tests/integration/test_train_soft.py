@@ -97,7 +97,7 @@ def test_training_loss_falls_and_the_adapter_loads(qa_file, base_dir, tmp_path) 
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(
     qa_file, base_dir, tmp_path, monkeypatch
 ) -> None:
-    from ragpress.commands import train_soft as command
+    from ragpress.cli import train_soft as command
 
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     args = [str(qa_file), *common(base_dir), "--steps", "6", "--save-every", "3"]

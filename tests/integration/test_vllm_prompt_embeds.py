@@ -9,14 +9,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from vllm_fake import FakeVLLM  # noqa: E402
-
 from ragpress.exceptions import ConfigurationError, UpstreamError  # noqa: E402
-from ragpress.middleware.cache_policy import FailOpenCache  # noqa: E402
 from ragpress.middleware.generation import GenerationParams, SoftPromptService  # noqa: E402
 from ragpress.middleware.generation.vllm import VLLMBackend  # noqa: E402
-from ragpress.middleware.pipeline import Pipeline, Stage  # noqa: E402
+from ragpress.middleware.pipeline.cache_policy import FailOpenCache  # noqa: E402
+from ragpress.middleware.pipeline.core import Pipeline, Stage  # noqa: E402
 from ragpress.types import CompressionOptions, Passage  # noqa: E402
+from tests.support.vllm_fake import FakeVLLM  # noqa: E402
 
 pytestmark = pytest.mark.model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ragpress.compressors.sentence_selection import SentenceSelectionCompressor
-from ragpress.middleware.pipeline import Pipeline, Stage
+from ragpress.middleware.pipeline.core import Pipeline, Stage
 from ragpress.tokens import get_token_counter
 from ragpress.types import CompressionOptions
 

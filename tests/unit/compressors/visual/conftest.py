@@ -29,6 +29,6 @@ def pdf_bytes() -> bytes:
 @pytest.fixture(scope="session")
 def ocr_engine():
     pytest.importorskip("rapidocr")
-    from ragpress.compressors.visual.ocr import RapidOcrEngine
+    from ragpress.compressors.visual.api.ocr import RapidOcrEngine
 
     return RapidOcrEngine(threads=2)

@@ -1,1 +1,0 @@
-"""Implementations of the ``ragpress`` subcommands (one module each)."""
