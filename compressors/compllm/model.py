@@ -358,8 +358,8 @@ class ConceptEncoder:
         itself) and batched by length, so the cost is linear in the total number of tokens.
         On a bfloat16/float16 model the LoRA runs in that dtype too (autocast), instead of
         PEFT's float32 adapter path, which converts every adapted layer's input and output
-        (``bench/compllm.py`` times both routes; figures in the README). The stored adapter
-        weights stay float32.
+        (``bench/compllm.py`` times both routes; figures in ``docs/compressors/compllm.md``).
+        The stored adapter weights stay float32.
         """
         with torch.inference_mode():
             return self._encode(segments, batch_size, adapter_in_model_dtype=True)

@@ -1,13 +1,13 @@
 """Compat mode: reproduces ``llmlingua==0.2.2`` ``compress_prompt(..., use_llmlingua2=True)``.
 
 Same text, same kept words, same cl100k token counts on the same checkpoint, with its quirks
-(docs: ``llmlingua2.md`` §3-4): per-chunk percentile thresholds weighted by cl100k counts of
-``▁``-prefixed words, 511-token windows that are detokenised and re-tokenised, BERT special
-strings fed to every model, only the first piece of a forced word boosted, unknown words
-dropped, chunks joined with ``""``. What it does not copy: the second forward pass of the
-context filter (pass-1 probabilities are reused: the inputs are identical), the padding of
-every chunk to 512 positions, per-context forward calls, global seeding, and the crashes on
-empty input or ``rate=0`` (those become :class:`RequestValidationError`).
+(see "Compat mode" in ``docs/compressors/llmlingua2.md``): per-chunk percentile thresholds
+weighted by cl100k counts of ``▁``-prefixed words, 511-token windows that are detokenised and
+re-tokenised, BERT special strings fed to every model, only the first piece of a forced word
+boosted, unknown words dropped, chunks joined with ``""``. What it does not copy: the second
+forward pass of the context filter (pass-1 probabilities are reused: the inputs are identical),
+the padding of every chunk to 512 positions, per-context forward calls, global seeding, and the
+crashes on empty input or ``rate=0`` (those become :class:`RequestValidationError`).
 
 Word rules follow the tokenizer's model (WordPiece or SentencePiece/Unigram/BPE with ``▁``),
 not the checkpoint's name.

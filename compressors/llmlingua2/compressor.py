@@ -130,9 +130,9 @@ class LLMLingua2Compressor(BaseCompressor):
             ``quantize_dynamic``: int8 MatMul weights, per-channel, fp32 head). About 2x faster
             than ONNX fp32 and 2.9-3.5x faster than torch fp32 on BERT-base-sized and larger
             models in the bench (VNNI CPU; little gain on tiny ones), but the probabilities
-            change, so 1-6% of words can get another keep decision (README, "Int8"); its own
-            cache file and cache keys. Compat mode refuses it: its point is the reference's
-            exact output.
+            change, so 1-6% of words can get another keep decision
+            (``docs/compressors/llmlingua2.md``, "Int8"); its own cache file and cache keys.
+            Compat mode refuses it: its point is the reference's exact output.
     """
 
     name: ClassVar[str] = "llmlingua2"

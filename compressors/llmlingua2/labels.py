@@ -4,7 +4,8 @@ The teacher only deletes words (it is told to keep order and never add or change
 original word is labelled "keep" when it can be matched, in order, to a word of the compressed
 text. Matching is greedy within a look-ahead window (the paper's is 400 words) and
 case-insensitive; commas are ignored, as the paper does. Two quality measures filter bad
-pairs (§7 of the design note):
+pairs, as the paper's quality control does (Pan et al., 2024, §3; the training recipe is in
+``docs/compressors/llmlingua2.md``):
 
 * **variation rate**: the share of compressed words that occur nowhere in the original (the
   teacher added or changed words);

@@ -46,7 +46,7 @@ def openapi_config() -> OpenAPIConfig:
             "OpenAI- and Anthropic-compatible proxy that compresses the context you mark "
             "(<context>...</context>, or Anthropic plain-text document blocks) before it "
             "reaches the LLM, plus ragpress's compression API and LiteLLM's two contracts. "
-            "Guide: docs/proxy.md in the ragpress repository."
+            "Guide: docs/guides/proxy.md in the ragpress repository."
         ),
         path="/docs",
         render_plugins=[ScalarRenderPlugin()],

@@ -46,7 +46,7 @@ _FACTORY = "ragpress.cli.serve:worker_app"
 @click.option(
     "--server",
     type=click.Choice(["uvicorn", "granian"]),
-    help="ASGI server (default uvicorn; see the README for the measurement).",
+    help="ASGI server (default uvicorn; docs/benchmarks.md has the measurement).",
 )
 @click.option("--no-compress", is_flag=True, help="Compress only requests that ask for it.")
 @pipeline_options

@@ -1,30 +1,24 @@
-"""The README's proxy examples (curl, openai client, LiteLLM configs) run as written.
+"""The proxy examples run as written: the README's quick start, and the proxy guide's curl,
+openai client, LiteLLM configs and Litestar mount (``docs/guides/proxy.md``).
 
-Only the port changes: the README uses 8080, the test a free one.
+Only the port changes: the examples use 8080, the test a free one.
 """
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
+from tests.support.docs import code_blocks, section
 from tests.support.fake_llm import FakeLLM
 from tests.support.proxy import running_proxy
 
-ROOT = Path(__file__).resolve().parents[2]
-SECTION = (
-    (ROOT / "README.md").read_text().split("### REST proxy", 1)[1].split("### Command line")[0]
-)
-
-
-def _blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)\n```", SECTION, re.S)
+GUIDE = section("docs/guides/proxy.md", "## Try it")
+QUICK_START = section("README.md", "### Proxy")
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +31,10 @@ def _local(text: str, url: str) -> str:
     return text.replace("http://127.0.0.1:8080", url)
 
 
-def test_the_curl_example_runs_and_reports_compression(proxy_url):
-    curl = next(b for b in _blocks("bash") if b.startswith("curl"))
+@pytest.mark.parametrize("source", ["guide", "readme"])
+def test_the_curl_example_runs_and_reports_compression(proxy_url, source):
+    text = GUIDE if source == "guide" else QUICK_START
+    curl = next(b for b in code_blocks(text, "bash") if b.startswith("curl"))
     result = subprocess.run(
         ["bash", "-c", _local(curl, proxy_url)],
         capture_output=True,
@@ -51,8 +47,16 @@ def test_the_curl_example_runs_and_reports_compression(proxy_url):
     assert '"object":"chat.completion"' in result.stdout
 
 
+def test_the_readme_starts_the_stand_in_llm_and_the_proxy():
+    start = code_blocks(QUICK_START, "bash")[0]
+    assert start == code_blocks(GUIDE, "bash")[0]
+    fake_llm, serve = (line.split(" &")[0].split() for line in start.splitlines())
+    assert fake_llm[:2] == [".venv/bin/python", "tests/support/fake_llm.py"]
+    assert serve[:2] == [".venv/bin/ragpress", "serve"] and "--upstream" in serve
+
+
 def test_the_openai_example_runs(proxy_url):
-    (code,) = _blocks("python")
+    (code,) = code_blocks(GUIDE, "python")
     result = subprocess.run(
         [sys.executable, "-c", _local(code, proxy_url)],
         capture_output=True,
@@ -67,7 +71,7 @@ def test_the_openai_example_runs(proxy_url):
 
 
 def test_the_litellm_configs_point_at_routes_that_answer(proxy_url):
-    routed, guarded = (yaml.safe_load(b) for b in _blocks("yaml"))
+    routed, guarded = (yaml.safe_load(b) for b in code_blocks(GUIDE, "yaml"))
     model = routed["model_list"][0]["litellm_params"]
     assert model["model"].startswith("openai/")
     models = httpx.get(_local(model["api_base"], proxy_url) + "/models")
@@ -79,3 +83,14 @@ def test_the_litellm_configs_point_at_routes_that_answer(proxy_url):
     assert answer.json()["action"] in ("NONE", "GUARDRAIL_INTERVENED")
     headroom = httpx.post(f"{proxy_url}/headroom/v1/compress", json={"messages": []})
     assert headroom.status_code == 200  # `api_base: .../headroom` + LiteLLM's `/v1/compress`
+
+
+@pytest.mark.model
+def test_the_litestar_mount_example_runs():
+    (code,) = code_blocks(
+        section("docs/guides/proxy.md", "## Mounting into your own Litestar app"), "python"
+    )
+    namespace: dict[str, object] = {}
+    exec(compile(code, "docs/guides/proxy.md", "exec"), namespace)
+    routes = {route.path for route in namespace["app"].routes}  # type: ignore[attr-defined]
+    assert {"/llm/v1/chat/completions", "/llm/v1/messages", "/llm/health"} <= routes

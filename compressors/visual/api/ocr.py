@@ -4,11 +4,12 @@ The engine is RapidOCR 3 (Apache-2.0) on onnxruntime: its PP-OCRv6 detection and
 models ship inside the ``rapidocr`` wheel, so nothing is downloaded at run time. Images are
 handed to it as Pillow images only — never as strings, which it would treat as paths or URLs.
 
-:func:`ocr_is_cheaper` applies the route's rule (visual.md §4.7): send text instead of the image
-only when the text costs less than ``0.8 x`` the image, the recognition is confident (mean
->= 0.9) and nearly all ink on the page lies inside recognised text lines (no charts, photos or
-diagrams that text would lose). The text then goes through the text compressors as a
-:class:`~ragpress.types.Passage` (:meth:`OcrResult.to_passage`).
+:func:`ocr_is_cheaper` applies the route's rule (``docs/compressors/visual.md``, "The OCR
+route"): send text instead of the image only when the text costs less than ``0.8 x`` the image,
+the recognition is confident (mean >= 0.9) and nearly all ink on the page lies inside
+recognised text lines (no charts, photos or diagrams that text would lose). The text then goes
+through the text compressors as a :class:`~ragpress.types.Passage`
+(:meth:`OcrResult.to_passage`).
 """
 
 from __future__ import annotations

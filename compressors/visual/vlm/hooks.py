@@ -1,8 +1,9 @@
 """Prune visual tokens of Hugging Face VLMs between the vision tower and the language model.
 
-The pruning runs *before* the LLM (visual.md §0.1), so FlashAttention/SDPA, ``generate()`` and
-the KV cache keep working. :func:`prune_vlm_inputs` takes the processor's output and returns
-keyword arguments for the model's own ``forward`` or ``generate``:
+The pruning runs *before* the LLM (``docs/compressors/visual.md``, "Design choices"), so
+FlashAttention/SDPA, ``generate()`` and the KV cache keep working. :func:`prune_vlm_inputs`
+takes the processor's output and returns keyword arguments for the model's own ``forward`` or
+``generate``:
 
 * the image features are computed once and reduced per image
   (:mod:`~ragpress.compressors.visual.vlm.reducers`);

@@ -29,20 +29,22 @@ then the crops stitched into one grid, unpadded, with an ``image_newline`` token
    it), so the model's own placeholder scatter and count check run. 1-D RoPE: contiguous
    positions over the shorter sequence are correct, as for LLaVA.
 
-Budget rules (visual.md §0 decision 3: split across crops first, then select within):
+Budget rules (split across the base image and the crops first, then select within each crop;
+see "Design choices" in ``docs/compressors/visual.md``):
 
-* ``"thumbnail"`` (default) — GlobalCom2, which the spec lists for exactly this thumbnail-plus-
-  crops layout ("LLaVA-NeXT: >90% of performance with 90% of tokens removed"). With
+* ``"thumbnail"`` (default) — GlobalCom2, made for exactly this thumbnail-plus-crops layout
+  (its paper reports >90% of LLaVA-NeXT's performance with 90% of the tokens removed). With
   ``R = keep / tokens``, the base keeps ``floor(R * N_base)`` and the crops share the rest in
   proportion to :func:`.budgets.thumbnail_budgets` (``tau = 10``) on the base image's
-  last-layer, head-mean, pre-softmax [CLS] logits (the spec's signal), mapped uniformly onto the
+  last-layer, head-mean, pre-softmax [CLS] logits (GlobalCom2's signal), mapped uniformly onto the
   crop grid, padding included, as GlobalCom2's own code splits them (the within-crop
   ``"globalcom2"`` method maps onto the unpadded canvas instead). Needs a tower with [CLS].
   ``method="globalcom2"`` with this budget is the whole of GlobalCom2.
 * ``"correlation"`` — the token-correlation rule (:func:`.budgets.correlation_budgets`,
   ``tau = 0.9``, at least 16 tokens a part) on the patch keys of the layer the features come
-  from; base and crops are parts alike. Works without [CLS]; the spec marks it unverified and
-  for document images, hence not the default.
+  from; base and crops are parts alike. Works without [CLS]; its recipe is reconstructed from
+  the paper (no reference code is published) and aimed at document images, hence not the
+  default.
 * ``"uniform"`` — every part keeps the same share (a baseline).
 
 With every token kept the result is bit-identical to the unpruned model (tested).

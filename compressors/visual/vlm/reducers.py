@@ -13,7 +13,8 @@ Re-implemented from the papers' descriptions (no code copied; DivPrune and ToMe 
   matching of alternate tokens on head-mean keys, size-weighted merging; the merged sizes feed
   proportional attention (:func:`proportional_attention_bias`).
 * :func:`spatial_pool` — plain 2-D average pooling to the same token count, the baseline every
-  method should beat (visual.md §0.4).
+  method should beat (published comparisons disagree on whether most do; see "Design choices"
+  in ``docs/compressors/visual.md``).
 
 Selectors return **sorted original indices** (``[batch, k]``), so the caller can keep positions;
 merging methods return :class:`MergedTokens` with a representative original index per output
