@@ -36,6 +36,16 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy as np
+    import numpy.typing as npt
+
+    from ragpress.middleware.pipeline.core import Pipeline, PipelineRequest
+    from ragpress.types import CompressionOptions, CompressionResult, Passage
 
 WORDS = [
     "river",
@@ -87,7 +97,9 @@ class FastHashingEmbedder:
         self.dimension = dimension
         self.fingerprint = f"bench-hashing-{dimension}"
 
-    def embed(self, texts, *, kind="passage"):
+    def embed(
+        self, texts: Sequence[str], *, kind: Literal["query", "passage"] = "passage"
+    ) -> npt.NDArray[np.float32]:
         import numpy as np
 
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
@@ -96,23 +108,31 @@ class FastHashingEmbedder:
                 digest = hashlib.md5(word.encode(), usedforsecurity=False).digest()
                 out[row, int.from_bytes(digest[:4], "little") % self.dimension] += 1.0
         norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-12)
+        unit: npt.NDArray[np.float32] = out / np.maximum(norms, 1e-12)
+        return unit
 
 
 class EchoPipeline:
     """Keeps every document whole; the framework's cost with no compression at all."""
 
-    async def acompress(self, query, passages, options=None):
+    async def acompress(
+        self,
+        query: str | None,
+        passages: Sequence[Passage] = (),
+        options: CompressionOptions | None = None,
+    ) -> CompressionResult:
         return self._echo(passages)
 
-    async def acompress_many(self, requests):
+    async def acompress_many(
+        self, requests: Sequence[PipelineRequest]
+    ) -> list[CompressionResult | Exception]:
         return [self._echo(r.passages) for r in requests]
 
     async def aclose(self) -> None:
         pass
 
     @staticmethod
-    def _echo(passages):
+    def _echo(passages: Sequence[Passage]) -> CompressionResult:
         from ragpress.types import CompressedPassage, CompressionResult
 
         n = sum(len(p.text) // 4 for p in passages)  # a rough token count; no tokenizer cost
@@ -132,9 +152,10 @@ class BenchFactory:
 
     pipeline: str
 
-    def __call__(self, *, device: str | None = None):
+    def __call__(self, *, device: str | None = None) -> Pipeline:
         if self.pipeline == "echo":
-            return EchoPipeline()
+            # duck-typed: the batch workers only call acompress_many and aclose
+            return cast("Pipeline", EchoPipeline())
         from ragpress.config import RagpressSettings
         from ragpress.middleware.pipeline.factory import build_pipeline
 
@@ -230,14 +251,14 @@ def one(args: argparse.Namespace) -> None:
     )
 
 
-def run(corpus: Path, **config: object) -> dict:
+def run(corpus: Path, **config: object) -> dict[str, Any]:
     command = [sys.executable, __file__, "--one", "--corpus", str(corpus)]
     for key, value in config.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(done.stderr[-3000:])
-    row = json.loads(done.stdout.strip().splitlines()[-1])
+    row: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     print(
         f"{row['pipeline']:8} {row['engine']:5} {row['output']:9} workers={row['workers']} "
         f"batch={row['batch_size']:<3} records={row['records']:>7,}  "

@@ -103,6 +103,7 @@ async def one_length(
     pipeline = Pipeline([Stage(compressor)], cache=FailOpenCache(store))
     started = time.perf_counter()
     cold = await pipeline.acompress(question, passages)
+    assert isinstance(cold.embeddings, torch.Tensor)
     prompt = compressor.prompt_embeddings(question, cold.embeddings)
     first = generator.prefill(prompt)
     result["cold_s"] = time.perf_counter() - started
@@ -112,6 +113,7 @@ async def one_length(
 
     started = time.perf_counter()
     warm = await pipeline.acompress(f"{question} (asked again)", passages)
+    assert isinstance(warm.embeddings, torch.Tensor)
     prompt = compressor.prompt_embeddings(f"{question} (asked again)", warm.embeddings)
     result["warm_before_prefill_s"] = time.perf_counter() - started
     generator.prefill(prompt)

@@ -23,11 +23,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # for tests.support
 
 from ragpress.compressors.exit.compressor import ExitCompressor  # noqa: E402
 from ragpress.compressors.exit.model import ExitClassifier  # noqa: E402
@@ -35,6 +36,10 @@ from ragpress.compressors.exit.scoring import common_prefix_length  # noqa: E402
 from ragpress.types import Passage  # noqa: E402
 from tests.support.exit_tiny import save_tiny_gemma  # noqa: E402
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+T = TypeVar("T")
 SIZES = {"tiny": {"hidden_size": 64, "layers": 2}, "small": {"hidden_size": 256, "layers": 6}}
 
 
@@ -46,7 +51,7 @@ def records(path: Path, limit: int) -> list[tuple[str, list[Passage]]]:
     ]
 
 
-def timed(function, *args, **kwargs) -> tuple[float, object]:
+def timed(function: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[float, T]:
     started = time.perf_counter()
     value = function(*args, **kwargs)
     return time.perf_counter() - started, value
@@ -87,7 +92,7 @@ def main() -> None:
             fast_times.append(t_fast)
         diff = max(
             abs(a - b)
-            for ga, gb in zip(naive, fast, strict=True)  # type: ignore[call-overload]
+            for ga, gb in zip(naive, fast, strict=True)
             for a, b in zip(ga, gb, strict=True)
         )
         worst = max(worst, diff)

@@ -36,10 +36,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # for tests.support
 
 import torch  # noqa: E402
 
@@ -56,6 +56,9 @@ from tests.support.llmlingua2_checkpoints import (  # noqa: E402
     build_random_bert_checkpoint,
     build_xlmr_checkpoint,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 RATE = 0.33
 LEAN_SKIPS = (
@@ -78,7 +81,9 @@ def passages_from_fixture() -> list[str]:
     return list(seen)
 
 
-def build_inputs(texts: list[str], doc_tokens: int, docs: int, long_tokens: int):
+def build_inputs(
+    texts: list[str], doc_tokens: int, docs: int, long_tokens: int
+) -> tuple[list[str], str]:
     counter = get_token_counter("cl100k_base")
     pool = iter(texts * 50)
     rag: list[str] = []
@@ -96,7 +101,7 @@ def build_inputs(texts: list[str], doc_tokens: int, docs: int, long_tokens: int)
     return rag, "\n\n".join(parts)
 
 
-def timed(fn) -> float:
+def timed(fn: Callable[[], object]) -> float:
     started = time.perf_counter()
     fn()
     return time.perf_counter() - started
@@ -112,7 +117,7 @@ class PositionCounter:
         original = model.forward
 
         def counted(*args: Any, **kwargs: Any) -> Any:
-            ids = kwargs.get("input_ids", args[0] if args else None)
+            ids: Any = kwargs.get("input_ids", args[0] if args else None)
             self.positions += int(ids.numel())
             return original(*args, **kwargs)
 
@@ -128,9 +133,11 @@ class PositionCounter:
         classifier.forward = counted
 
 
-def positions_per_variant(variants: dict[str, Any], counters: dict[str, PositionCounter]):
+def positions_per_variant(
+    variants: dict[str, Any], counters: dict[str, PositionCounter]
+) -> dict[str, int]:
     """Run each variant once and read how many model positions it processed."""
-    out = {}
+    out: dict[str, int] = {}
     for name, fn in variants.items():
         counter = counters["reference" if name.startswith("reference") else "ours"]
         before = counter.positions
@@ -152,7 +159,7 @@ def interleaved(variants: dict[str, Any], rounds: int) -> dict[str, float]:
     return best
 
 
-def bare_forward(compressor: LLMLingua2Compressor, texts: list[str]):
+def bare_forward(compressor: LLMLingua2Compressor, texts: list[str]) -> Callable[[], object]:
     """Only the model, on exactly the token windows ragpress feeds it (same batching)."""
     classifier = compressor._classifier
     tokenized = tokenize_texts(classifier.backend, texts)
@@ -188,7 +195,7 @@ def keep_agreement(
     return sum(x == y for x, y in zip(a, b, strict=True)) / max(len(a), 1)
 
 
-def reference(path: str):
+def reference(path: str) -> Any:
     from llmlingua import PromptCompressor
 
     return PromptCompressor(path, device_map="cpu", use_llmlingua2=True)

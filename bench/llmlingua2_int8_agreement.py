@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # for bench.llmlingua2 and tests.support
 
 import numpy as np  # noqa: E402
-from llmlingua2 import kept_words  # noqa: E402 - bench/llmlingua2.py, next to this script
 from tqdm import tqdm  # noqa: E402
 
+from bench.llmlingua2 import kept_words  # noqa: E402
 from ragpress.compressors.llmlingua2.compressor import LLMLingua2Compressor  # noqa: E402
 from ragpress.compressors.llmlingua2.labels import split_words  # noqa: E402
 from ragpress.compressors.llmlingua2.training import (  # noqa: E402

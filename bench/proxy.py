@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -59,7 +60,7 @@ CONTEXT = (
 
 def chat_body(*, marked: bool, stream: bool = False) -> bytes:
     content = f"{CONTEXT}\n{QUESTION}" if marked else QUESTION
-    body = {
+    body: dict[str, Any] = {
         "model": "gpt-test",
         "messages": [
             {"role": "system", "content": "Answer from the context."},
@@ -137,7 +138,8 @@ class Connection:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def start_upstream(chunk_delay: float) -> tuple[subprocess.Popen[str], int]:
@@ -294,12 +296,14 @@ async def throughput(port: int, body: bytes, concurrency: int, seconds: float) -
     return done / (time.perf_counter() - started), errors
 
 
-async def soak(proxy_port: int, upstream_port: int, streams: int, seconds: float, pid: int) -> dict:
+async def soak(
+    proxy_port: int, upstream_port: int, streams: int, seconds: float, pid: int
+) -> dict[str, float]:
     body = chat_body(marked=False, stream=True)
     direct = await Connection(upstream_port).exchange(request_bytes(upstream_port, body))
     reference = direct[1]
     raw = request_bytes(proxy_port, body)
-    stats = {"streams": 0, "errors": 0, "mismatched": 0}
+    stats: dict[str, float] = {"streams": 0, "errors": 0, "mismatched": 0}
     memory: list[float] = []
     stop = time.perf_counter() + seconds
 
@@ -390,7 +394,15 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 async def run_server(
-    args, server, proxy, port, upstream_port, marked, unmarked, *, litellm_port=None
+    args: argparse.Namespace,
+    server: str,
+    proxy: subprocess.Popen[str],
+    port: int,
+    upstream_port: int,
+    marked: bytes,
+    unmarked: bytes,
+    *,
+    litellm_port: int | None = None,
 ) -> None:
     print(f"### {server}, {args.workers} worker(s)\n")
     targets = {

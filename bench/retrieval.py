@@ -25,12 +25,20 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
 from ragpress.retrieval.faiss import FaissRetriever, IndexOptions
 from ragpress.types import Passage
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from ragpress.retrieval.index_format import IndexType
+    from ragpress.types import SearchHit
+
+T = TypeVar("T")
 
 K = 10
 
@@ -43,8 +51,11 @@ class TableEmbedder:
         self.dimension = vectors.shape[1]
         self.fingerprint = "table"
 
-    def embed(self, texts, *, kind="passage"):
-        return self.vectors[[int(t[1:]) for t in texts]]
+    def embed(
+        self, texts: Sequence[str], *, kind: Literal["query", "passage"] = "passage"
+    ) -> np.ndarray:
+        rows: np.ndarray = self.vectors[[int(t[1:]) for t in texts]]
+        return rows
 
 
 def mixture(n: int, dimension: int, *, clusters: int, spread: float, seed: int) -> np.ndarray:
@@ -56,7 +67,7 @@ def mixture(n: int, dimension: int, *, clusters: int, spread: float, seed: int) 
     return points
 
 
-def recall(found: list, truth: list) -> float:
+def recall(found: list[list[SearchHit]], truth: list[list[SearchHit]]) -> float:
     scores = [
         len({h.passage.id for h in f} & {h.passage.id for h in t}) / max(len(t), 1)
         for f, t in zip(found, truth, strict=True)
@@ -64,26 +75,26 @@ def recall(found: list, truth: list) -> float:
     return float(np.mean(scores))
 
 
-def timed(fn, *args, **kwargs) -> tuple[Any, float]:
+def timed(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, float]:
     started = time.perf_counter()
     value = fn(*args, **kwargs)
     return value, time.perf_counter() - started
 
 
-def timed_cpu(fn, *args, **kwargs) -> tuple[Any, float, float]:
+def timed_cpu(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, float, float]:
     """Result, wall seconds and CPU seconds of this process (steadier on a shared machine)."""
     wall, cpu = time.perf_counter(), time.process_time()
     value = fn(*args, **kwargs)
     return value, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def best_of(rounds: int, fn, *args) -> tuple[Any, float]:
+def best_of(rounds: int, fn: Callable[..., T], *args: Any) -> tuple[T, float]:
     """The result and the fastest of ``rounds`` timings (the machine is shared and noisy)."""
     runs = [timed(fn, *args) for _ in range(rounds)]
     return runs[0][0], min(seconds for _, seconds in runs)
 
 
-def depths(n: int) -> list[tuple[str, str, dict[str, int]]]:
+def depths(n: int) -> list[tuple[str, IndexType, dict[str, int]]]:
     """(label, index type, load overrides): search depths are query-time settings."""
     nlist = max(1, min(round(4 * n**0.5), n // 39))
     return [
@@ -107,7 +118,7 @@ def compare(
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     build_seconds: dict[str, float] = {}
-    truth: list | None = None
+    truth: list[list[SearchHit]] | None = None
     for label, index_type, overrides in depths(len(passages)):
         folder = workdir / index_type
         if index_type not in build_seconds:
@@ -183,8 +194,8 @@ def real(data_dir: Path, single: int, workdir: Path) -> None:
             )
     documents = list(unique.values())
     chunks = chunk_passages(documents)
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     embedder = SentenceTransformerEmbedder()
     embedder.embed(["warm up"])
     questions = [r["question"] for r in records]

@@ -24,6 +24,7 @@ import base64
 import io
 import json
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from PIL import Image
 from ragpress.compressors.visual.api.image import ImageCompressor
 from ragpress.compressors.visual.api.ocr import RapidOcrEngine, character_error_rate, read_page
 from ragpress.compressors.visual.api.parts import ImagePartCompressor
-from ragpress.compressors.visual.vlm.hooks import prune_vlm_inputs
+from ragpress.compressors.visual.vlm.hooks import Method, prune_vlm_inputs
 from ragpress.compressors.visual.vlm.reducers import (
     divprune,
     spatial_pool,
@@ -116,7 +117,7 @@ def tiny_llava() -> tuple[Any, dict[str, torch.Tensor]]:
 
     torch.manual_seed(0)
     config = LlavaConfig(**tiny_clip_llama(336))
-    model = Llava(config).eval()
+    model = Llava(config).eval()  # type: ignore[no-untyped-call]  # transformers' eval()
     ids = torch.tensor([[1, *range(10, 30), *[500] * 576, *range(30, 90)]])
     pixels = torch.randn(1, 3, 336, 336, generator=torch.Generator().manual_seed(0))
     return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels}
@@ -126,7 +127,8 @@ def tiny_qwen2_vl() -> tuple[Any, dict[str, torch.Tensor]]:
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     torch.manual_seed(0)
-    config = Qwen2VLConfig(
+    # the token ids go through the config's **kwargs, which its typed signature does not show
+    config = Qwen2VLConfig(  # type: ignore[call-arg]
         text_config=dict(
             vocab_size=512, hidden_size=256, intermediate_size=704, num_hidden_layers=6,
             num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=4096,
@@ -139,7 +141,7 @@ def tiny_qwen2_vl() -> tuple[Any, dict[str, torch.Tensor]]:
         image_token_id=500, video_token_id=501, vision_start_token_id=502,
         vision_end_token_id=503, bos_token_id=1, eos_token_id=2, pad_token_id=0,
     )  # fmt: skip
-    model = Qwen2VLForConditionalGeneration(config).eval()
+    model = Qwen2VLForConditionalGeneration(config).eval()  # type: ignore[no-untyped-call]
     h = w = 48  # 48 x 48 patches -> 576 merged tokens
     ids = torch.tensor([[1, *range(10, 30), 502, *[500] * 576, 503, *range(30, 90)]])
     return model, {
@@ -161,7 +163,7 @@ def tiny_llava_next() -> tuple[Any, dict[str, torch.Tensor]]:
     config = LlavaNextConfig(
         **tiny_clip_llama(168), image_grid_pinpoints=[[168, 336], [336, 168], [336, 336]]
     )
-    model = LlavaNext(config).eval()
+    model = LlavaNext(config).eval()  # type: ignore[no-untyped-call]
     ids = torch.tensor([[1, *range(10, 30), *[500] * 744, *range(30, 90)]])
     pixels = torch.randn(1, 5, 3, 168, 168, generator=torch.Generator().manual_seed(0))
     return model, {
@@ -196,7 +198,7 @@ def forward_ms(model: Any, inputs: dict[str, Any], repeats: int) -> float:
 
 
 def pruned_forward_ms(
-    model: Any, inputs: dict[str, Any], keep: float, method: Any, repeats: int
+    model: Any, inputs: dict[str, Any], keep: float, method: Method, repeats: int
 ) -> float:
     """Best ms of pruning plus the forward on the pruned inputs."""
 
@@ -208,7 +210,8 @@ def pruned_forward_ms(
     return best_ms(run, repeats)
 
 
-PREFILL_MODELS = (
+PrefillModel = tuple[str, Callable[[], tuple[Any, dict[str, torch.Tensor]]], tuple[Method, ...]]
+PREFILL_MODELS: tuple[PrefillModel, ...] = (
     ("LLaVA", tiny_llava, ("divprune", "pool")),
     ("Qwen2-VL", tiny_qwen2_vl, ("divprune", "pool")),
     # AnyRes: the budget is split across base and crops by the default thumbnail rule.
@@ -235,7 +238,7 @@ def prefill_times(repeats: int) -> None:
         for keep in (0.25, 0.10):
             for method in methods:
                 ms = pruned_forward_ms(model, inputs, keep, method, repeats)
-                pruned = prune_vlm_inputs(model, inputs, keep=keep, method=method)  # type: ignore[arg-type]
+                pruned = prune_vlm_inputs(model, inputs, keep=keep, method=method)
                 llm = llm_only_ms(model, pruned.inputs, repeats)
                 print(
                     f"| {name} | {keep:.0%} | {method} | {pruned.prompt_length} | {ms:.1f} "
@@ -270,17 +273,17 @@ def api_pages(skip_ocr: bool) -> None:
     for path in pages:
         data = path.read_bytes()
         started = time.perf_counter()
-        result = read_page(Image.open(io.BytesIO(data)), engine)
+        ocr = read_page(Image.open(io.BytesIO(data)), engine)
         seconds = time.perf_counter() - started
-        cer = character_error_rate(truth[path.name], result.text)
+        cer = character_error_rate(truth[path.name], ocr.text)
         routes = []
         for model in ("gpt-4o", "claude-sonnet-4-5"):
             url = "data:image/png;base64," + base64.b64encode(data).decode()
             part = {"type": "image_url", "image_url": {"url": url}}
             routes.append(ImagePartCompressor(model, ocr_engine=engine).compress(part).route)
         image_after = ImageCompressor("gpt-4o").compress(data).tokens_after
-        print(f"| {path.name} | {cer:.4f} | {result.mean_confidence:.3f} "
-              f"| {result.ink_coverage:.2f} | {counter.count(result.text)} | {image_after} "
+        print(f"| {path.name} | {cer:.4f} | {ocr.mean_confidence:.3f} "
+              f"| {ocr.ink_coverage:.2f} | {counter.count(ocr.text)} | {image_after} "
               f"| {routes[0]} | {routes[1]} | {seconds:.1f} |")  # fmt: skip
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from ragpress.cache.memory import MemoryCache
 from tests.support.fakes import HashingEmbedder
+
+if TYPE_CHECKING:
+    import socket
 
 # CI sets this so that tests marked `redis` fail instead of skipping when Redis is absent.
 REQUIRE_REDIS = os.environ.get("RAGPRESS_REQUIRE_REDIS", "") not in ("", "0", "false")
@@ -73,7 +77,7 @@ def redis_url(request: pytest.FixtureRequest) -> str:
     import socket
     from urllib.parse import urlparse
 
-    url = request.config.getoption("--redis-url")
+    url: str = request.config.getoption("--redis-url")
     parsed = urlparse(url)
     try:
         socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), 1).close()
@@ -93,10 +97,11 @@ class TcpRelay:
         self.target = target
         probe = socket.socket()
         probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
+        self.port: int = probe.getsockname()[1]
         probe.close()
-        self._listener: object | None = None
-        self._sockets: list[object] = []
+        self.url = ""  # set by the fixture that knows the server's scheme and path
+        self._listener: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
         self._lock = __import__("threading").Lock()
 
     def start(self) -> None:
@@ -120,10 +125,10 @@ class TcpRelay:
             if sock is None:
                 continue
             try:
-                sock.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            sock.close()  # type: ignore[attr-defined]
+            sock.close()
 
     def _accept(self, listener) -> None:
         import socket
@@ -167,7 +172,7 @@ def redis_relay(redis_url: str):
     parsed = urlparse(redis_url)
     relay = TcpRelay((parsed.hostname or "127.0.0.1", parsed.port or 6379))
     relay.start()
-    relay.url = f"redis://127.0.0.1:{relay.port}{parsed.path or '/0'}"  # type: ignore[attr-defined]
+    relay.url = f"redis://127.0.0.1:{relay.port}{parsed.path or '/0'}"
     yield relay
     relay.stop()
 

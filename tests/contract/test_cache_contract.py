@@ -11,7 +11,8 @@ from ragpress.cache.base import CacheStore
 
 @pytest.fixture(params=["memory_cache", pytest.param("redis_cache", marks=pytest.mark.redis)])
 def cache(request: pytest.FixtureRequest) -> CacheStore:
-    return request.getfixturevalue(request.param)
+    store: CacheStore = request.getfixturevalue(request.param)
+    return store
 
 
 async def test_missing_key_is_none(cache: CacheStore) -> None:

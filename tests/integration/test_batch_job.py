@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,7 +55,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "st"
 
 
-def corpus(n: int) -> list[dict]:
+def corpus(n: int) -> list[dict[str, Any]]:
     return [
         {
             "id": f"q{i}",
@@ -72,18 +73,18 @@ def corpus(n: int) -> list[dict]:
     ]
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
-def read_any(path: Path) -> list[dict]:
+def read_any(path: Path) -> list[dict[str, Any]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt") as handle:
         return [json.loads(line) for line in handle]
 
 
-def comparable(rows: list[dict]) -> list[dict]:
+def comparable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Records without the fields that describe the run (time, cache) rather than the result."""
     for row in rows:
         if row.get("stats"):
@@ -114,7 +115,8 @@ def test_kill_9_mid_run_then_resume_loses_and_duplicates_nothing(
     assert run.poll() is None, "the run ended before it could be killed"
     os.killpg(run.pid, signal.SIGKILL)  # the parent and its workers, as the OOM killer would
     run.wait()
-    run.stderr.close()  # type: ignore[union-attr]
+    assert run.stderr is not None
+    run.stderr.close()
 
     resumed = subprocess.run(
         [*command[:-6], "--resume", "--batch-size", "8"],
@@ -136,7 +138,7 @@ def test_ray_engine_gives_the_local_output_and_shares_the_redis_cache(
     rows[5] = {"id": "bad", "docs": "not a list"}
     source = write_jsonl(tmp_path / "in.jsonl", rows)
 
-    def factory(cache: dict) -> SettingsPipelineFactory:
+    def factory(cache: dict[str, Any]) -> SettingsPipelineFactory:
         settings = RagpressSettings(
             _env_file=None, embedder={"model": str(tiny_model)}, cache=cache
         )

@@ -7,13 +7,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from ragpress.cli import main
+from tests.support.cli import main
 
-RECORDS = [
+RECORDS: list[dict[str, Any]] = [
     {
         "id": f"q{i}",
         "question": "Which city hosts the tower?",
@@ -33,14 +34,14 @@ RECORDS = [
 ]
 
 
-def write_jsonl(path: Path, lines: list) -> Path:
+def write_jsonl(path: Path, lines: list[Any]) -> Path:
     with path.open("w") as handle:
         for line in lines:
             handle.write((line if isinstance(line, str) else json.dumps(line)) + "\n")
     return path
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ragpress.cli import main
+from tests.support.cli import main
 
 pytest.importorskip("PIL")
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "visual"

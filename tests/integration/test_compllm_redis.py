@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from ragpress.compressors.compllm import CompLLMCompressor  # noqa: E402
-from ragpress.compressors.compllm.segments import decode_concepts, encode_concepts  # noqa: E402
-from ragpress.middleware.pipeline.cache_policy import FailOpenCache  # noqa: E402
-from ragpress.middleware.pipeline.core import Pipeline, Stage  # noqa: E402
-from ragpress.types import Passage  # noqa: E402
+import torch
+
+from ragpress.compressors.compllm import CompLLMCompressor
+from ragpress.compressors.compllm.segments import decode_concepts, encode_concepts
+from ragpress.middleware.pipeline.cache_policy import FailOpenCache
+from ragpress.middleware.pipeline.core import Pipeline, Stage
+from ragpress.types import Passage
 
 pytestmark = [pytest.mark.redis, pytest.mark.model]
 
@@ -51,5 +53,7 @@ async def test_a_second_server_reads_the_first_ones_segments(
     warm = await Pipeline([Stage(second)], cache=FailOpenCache(redis_cache)).acompress("q2", DOCS)
     assert (warm.cache_hits, warm.cache_misses) == (segments, 0)
     assert second.stats.segments_encoded == 0  # nothing recomputed
+    assert isinstance(warm.embeddings, torch.Tensor)
+    assert isinstance(cold.embeddings, torch.Tensor)
     assert warm.embeddings.dtype == getattr(torch, dtype)
     assert torch.equal(warm.embeddings, cold.embeddings)  # bit-exact through Redis

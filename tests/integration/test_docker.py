@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,17 +25,19 @@ DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.gpu"]
 
 
 @pytest.fixture(scope="module")
-def compose() -> dict:
-    return yaml.safe_load((DOCKER / "compose.yaml").read_text())
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    return loaded
 
 
-def compose_schema() -> dict:
+def compose_schema() -> dict[str, Any]:
     check_jsonschema = pytest.importorskip("check_jsonschema")
     path = Path(check_jsonschema.__file__).parent / "builtin_schemas/vendor/compose-spec.json"
-    return json.loads(path.read_text())
+    schema: dict[str, Any] = json.loads(path.read_text())
+    return schema
 
 
-def test_compose_file_follows_the_compose_specification(compose: dict) -> None:
+def test_compose_file_follows_the_compose_specification(compose: dict[str, Any]) -> None:
     schema = compose_schema()
     jsonschema.validate(compose, schema)
     broken = copy.deepcopy(compose)
@@ -43,7 +46,7 @@ def test_compose_file_follows_the_compose_specification(compose: dict) -> None:
         jsonschema.validate(broken, schema)
 
 
-def test_ragpress_waits_for_a_healthy_redis_and_uses_it(compose: dict) -> None:
+def test_ragpress_waits_for_a_healthy_redis_and_uses_it(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for name in ("ragpress", "ragpress-gpu", "batch"):
         service = services[name]
@@ -56,13 +59,13 @@ def test_ragpress_waits_for_a_healthy_redis_and_uses_it(compose: dict) -> None:
     assert "profiles" not in services["redis"] and "profiles" not in services["ragpress"]
 
 
-def test_ports_are_published_on_loopback_only(compose: dict) -> None:
+def test_ports_are_published_on_loopback_only(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
 
 
-def test_health_checks_probe_the_port_that_serve_listens_on(compose: dict) -> None:
+def test_health_checks_probe_the_port_that_serve_listens_on(compose: dict[str, Any]) -> None:
     for dockerfile in DOCKERFILES:
         text = dockerfile.read_text()
         assert 'CMD ["serve", "--host", "0.0.0.0", "--port", "8080"]' in text
@@ -73,7 +76,7 @@ def test_health_checks_probe_the_port_that_serve_listens_on(compose: dict) -> No
     assert compose["services"]["ragpress"]["ports"][0].endswith(":8080")
 
 
-def test_optional_profiles_stay_optional(compose: dict) -> None:
+def test_optional_profiles_stay_optional(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert services["vllm"]["profiles"] == ["local-llm"]
     assert services["ragpress-gpu"]["profiles"] == ["gpu"]
@@ -84,7 +87,7 @@ def test_optional_profiles_stay_optional(compose: dict) -> None:
     assert (DOCKER / services["ragpress"]["build"]["context"]).resolve() == ROOT
 
 
-def test_compose_sets_only_real_settings(compose: dict) -> None:
+def test_compose_sets_only_real_settings(compose: dict[str, Any]) -> None:
     table = settings_table()
     sections = {name.upper() for name in RagpressSettings.model_fields}
     for service in compose["services"].values():
@@ -110,7 +113,9 @@ def test_images_are_pinned_non_root_and_multi_stage() -> None:
         assert text.count("-c /tmp/constraints.txt") == 2  # build tools and runtime pinned
         for source in re.findall(r"^COPY (?!--)(\S+)", text, re.M):
             assert (ROOT / source).exists(), f"{dockerfile.name} copies missing {source}"
-        wanted = set(re.search(r"^ARG EXTRAS=(\S+)$", text, re.M).group(1).split(","))
+        extras_arg = re.search(r"^ARG EXTRAS=(\S+)$", text, re.M)
+        assert extras_arg is not None, f"{dockerfile.name} has no ARG EXTRAS"
+        wanted = set(extras_arg.group(1).split(","))
         unknown = wanted - extras
         assert not unknown, f"{dockerfile.name} installs unknown extras {unknown}"
     ignored = (ROOT / ".dockerignore").read_text().split()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ragpress.cli import main
+from tests.support.cli import main
 
 pytestmark = pytest.mark.model
 

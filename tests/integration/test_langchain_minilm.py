@@ -1,5 +1,6 @@
-"""The LangChain pieces and the retrieving pipeline on the real embedded MiniLM, and the README
-example run exactly as written."""
+"""The LangChain pieces and the retrieving pipeline on the real embedded MiniLM; the examples of
+the LangChain and Python guides (``docs/guides/``) and the README's Python quick start run
+exactly as written."""
 
 from __future__ import annotations
 
@@ -12,22 +13,24 @@ import pytest
 from click.testing import CliRunner
 from langchain_classic.retrievers import ContextualCompressionRetriever
 
-from ragpress.cli import main
 from ragpress.config import RagpressSettings
 from ragpress.middleware.langchain import RagpressDocumentCompressor, RagpressRetriever
 from ragpress.middleware.pipeline.factory import build_pipeline
 from ragpress.retrieval.chunking import chunk_passages
 from ragpress.retrieval.documents import load_documents
 from ragpress.retrieval.faiss import FaissRetriever
+from tests.support.cli import main
+from tests.support.docs import code_blocks, section
 
 pytestmark = pytest.mark.model
 
 ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "README.md").read_text()
+LANGCHAIN = "docs/guides/langchain.md"
+PYTHON = "docs/guides/python.md"
 
 
 @pytest.fixture(scope="module")
-def index_dir(minilm, tmp_path_factory) -> Path:
+def index_dir(minilm, tmp_path_factory: pytest.TempPathFactory) -> Path:
     chunks = chunk_passages(load_documents(ROOT / "examples" / "handbook").documents)
     folder = tmp_path_factory.mktemp("handbook-index")
     FaissRetriever.build(chunks, minilm).save(folder)
@@ -64,19 +67,19 @@ async def test_pipeline_retrieves_from_the_configured_index(minilm, index_dir) -
     assert "customs duties" in result.context()
 
 
-def _block(heading: str, language: str, index: int = 0) -> str:
-    section = README.split(heading, 1)[1]
-    return re.findall(rf"```{language}\n(.*?)\n```", section, re.S)[index]
+def _block(page: str, heading: str, language: str) -> str:
+    (block,) = code_blocks(section(page, heading), language)
+    return block
 
 
-def test_readme_langchain_example_runs_as_written(tmp_path, monkeypatch, capsys) -> None:
+def test_guide_langchain_example_runs_as_written(tmp_path, monkeypatch, capsys) -> None:
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     monkeypatch.chdir(tmp_path)
-    for line in _block("### LangChain", "bash").splitlines():
+    for line in _block(LANGCHAIN, "## A retrieval chain", "bash").splitlines():
         if line.startswith("ragpress "):
             result = CliRunner().invoke(main, shlex.split(line)[1:])
             assert result.exit_code == 0, result.output
-    exec(compile(_block("### LangChain", "python"), "README.md", "exec"), {})
+    exec(compile(_block(LANGCHAIN, "## A retrieval chain", "python"), LANGCHAIN, "exec"), {})
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "Within 5 to 7 business days."
     saved = next(line for line in out if line.startswith("tokens: "))
@@ -86,16 +89,25 @@ def test_readme_langchain_example_runs_as_written(tmp_path, monkeypatch, capsys)
     assert "5 to 7 business days" in "\n".join(out)
 
 
-def test_readme_agent_example_runs_as_written(capsys) -> None:
-    exec(compile(_block("**Agents.**", "python"), "README.md", "exec"), {})
+def test_guide_agent_example_runs_as_written(capsys) -> None:
+    exec(compile(_block(LANGCHAIN, "## Agents", "python"), LANGCHAIN, "exec"), {})
     assert capsys.readouterr().out.strip() == "Done."
 
 
-def test_readme_python_example_runs_as_written(capsys) -> None:
-    exec(compile(_block("### Python", "python"), "README.md", "exec"), {})
+def test_guide_python_example_runs_as_written(capsys) -> None:
+    code = _block(PYTHON, "## Compress documents for a question", "python")
+    exec(compile(code, PYTHON, "exec"), {})
     out = capsys.readouterr().out.splitlines()
     assert "He discovered X-rays in 1895" in out[0] or "first Nobel Prize" in out[0]
     before, after, ratio = out[1].split()
     assert int(before) > int(after) > 0 and float(ratio) >= 1.5
     assert out[2].startswith("Röntgen {'url': 'https://...'} ((")
     assert out[3].startswith("Bread {} ")
+
+
+def test_readme_python_quick_start_runs_as_written(capsys) -> None:
+    exec(compile(_block("README.md", "### Python", "python"), "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert "He discovered X-rays in 1895" in out[0] or "first Nobel Prize" in out[0]
+    before, arrow, after, unit = next(line for line in out if line.endswith(" tokens")).split()
+    assert arrow == "->" and unit == "tokens" and int(before) > int(after) > 0

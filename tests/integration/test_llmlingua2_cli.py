@@ -7,7 +7,7 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -15,7 +15,7 @@ from click.testing import CliRunner
 pytest.importorskip("torch")
 pytest.importorskip("openai")
 
-from ragpress.cli import main
+from tests.support.cli import main
 
 pytestmark = pytest.mark.model
 
@@ -30,7 +30,7 @@ TEXTS = [
     "Prices rose by 3% in March. The bank said it is ready to act, and markets fell on the "
     "news. Analysts expect a rate rise in the spring.",
 ]
-RECORDS = [
+RECORDS: list[dict[str, Any]] = [
     {"id": f"r{i}", "question": "What happened?", "docs": [{"title": f"T{i}", "text": t}]}
     for i, t in enumerate(TEXTS)
 ]
@@ -39,7 +39,7 @@ RECORDS = [
 class StubTeacher(BaseHTTPRequestHandler):
     """An OpenAI-compatible chat endpoint that compresses by deleting stopwords."""
 
-    requests: ClassVar[list[dict]] = []
+    requests: ClassVar[list[dict[str, Any]]] = []
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -86,7 +86,7 @@ def teacher_url():
     server.server_close()
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> Path:
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
 

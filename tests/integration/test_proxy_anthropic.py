@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anthropic
 import httpx
 import pytest
 
 from tests.support.fake_llm import FakeLLM
-from tests.support.proxy import BREAD, CONTEXT, CURIE, QUESTION, running_proxy
+from tests.support.proxy import BREAD, CONTEXT, CURIE, QUESTION, error_body, running_proxy
 
 SYSTEM = [{"type": "text", "text": f"Use the documents. {CONTEXT}"}]
 
 
-def document(text: str, title: str, **extra) -> dict:
+def document(text: str, title: str, **extra) -> dict[str, Any]:
     return {
         "type": "document",
         "source": {"type": "text", "media_type": "text/plain", "data": text},
@@ -150,10 +151,10 @@ def test_errors_on_messages_have_the_anthropic_shape(client, llm):
         "type": "error",
         "error": {
             "type": "invalid_request_error",
-            "message": caught.value.body["error"]["message"],
+            "message": error_body(caught.value)["error"]["message"],
         },
     }
-    assert "rate=2" in caught.value.body["error"]["message"]
+    assert "rate=2" in error_body(caught.value)["error"]["message"]
     with pytest.raises(anthropic.RateLimitError):
         client.messages.create(
             model="claude-test",

@@ -8,6 +8,7 @@ import uuid
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from ragpress.middleware.proxy import create_app
 from tests.support.fake_llm import FakeLLM
@@ -15,7 +16,7 @@ from tests.support.fakes import HashingEmbedder
 from tests.support.proxy import QUESTION, pipelines_for, serve, settings_for
 
 
-def _messages(i: int) -> list[dict]:
+def _messages(i: int) -> list[ChatCompletionMessageParam]:
     docs = "".join(
         f'<document title="Doc {i}-{j}">Fact {i}.{j} is about topic {j}. Marie Curie was born '
         f"in Warsaw. Unrelated sentence number {i * 10 + j}. Another filler line.</document>"

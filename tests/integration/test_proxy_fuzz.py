@@ -7,16 +7,30 @@ runs many more.
 
 from __future__ import annotations
 
+from typing import Any, TypedDict
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
+from schemathesis.core.result import Ok
 from schemathesis.generation import GenerationMode
 
 from tests.support.fake_llm import FakeLLM
 from tests.support.proxy import running_proxy
 
-_SETTINGS = {"deadline": None, "suppress_health_check": list(HealthCheck), "derandomize": True}
+
+class _Settings(TypedDict):
+    deadline: None
+    suppress_health_check: list[HealthCheck]
+    derandomize: bool
+
+
+_SETTINGS: _Settings = {
+    "deadline": None,
+    "suppress_health_check": list(HealthCheck),
+    "derandomize": True,
+}
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +39,13 @@ def proxy():
         yield url, llm
 
 
-def _operations(url: str) -> list:
+def _operations(url: str) -> list[schemathesis.APIOperation[Any, Any, Any, Any]]:
     schema = schemathesis.openapi.from_url(f"{url}/docs/openapi.json")
-    return [result.ok() for result in schema.get_all_operations()]
+    operations = []
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result  # an Err: the schema has an invalid operation
+        operations.append(result.ok())
+    return operations
 
 
 def _check(case, llm) -> None:

@@ -14,6 +14,7 @@ import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx
@@ -29,7 +30,7 @@ from ragpress.compressors.visual.api.costs import cost_model_for  # noqa: E402
 from ragpress.middleware.proxy.fetch import ImageFetcher  # noqa: E402
 from ragpress.middleware.serving.images import ImageFetchError  # noqa: E402
 from tests.support.fake_llm import FakeLLM  # noqa: E402
-from tests.support.proxy import running_proxy  # noqa: E402
+from tests.support.proxy import error_body, running_proxy  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "visual"
 CHART = (FIXTURES / "chart_page.png").read_bytes()
@@ -42,11 +43,11 @@ def data_url(data: bytes, media_type: str = "image/png") -> str:
     return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
 
 
-def openai_image(url: str) -> dict:
+def openai_image(url: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def anthropic_image(data: bytes, **extra) -> dict:
+def anthropic_image(data: bytes, **extra) -> dict[str, Any]:
     source = {"type": "base64", "media_type": "image/png", "data": base64.b64encode(data).decode()}
     return {"type": "image", "source": source, **extra}
 
@@ -131,7 +132,7 @@ def llm():
         yield server
 
 
-def image_settings(ca_file, **extra) -> dict:
+def image_settings(ca_file, **extra) -> dict[str, Any]:
     return {
         "images": {"enabled": True, "allow_hosts": ["localhost"], "ca_file": str(ca_file), **extra}
     }
@@ -227,7 +228,7 @@ def test_a_request_can_opt_out_and_bad_images_are_a_400_naming_the_part(client, 
     llm.requests.clear()
     with pytest.raises(openai.BadRequestError) as caught:
         ask(client, openai_image("data:image/png;base64,not base64!"))
-    assert caught.value.body["param"] == "messages[0].content[1].image_url.url"
+    assert error_body(caught.value)["param"] == "messages[0].content[1].image_url.url"
     assert llm.requests == []
 
 
@@ -252,15 +253,15 @@ def test_reject_mode_answers_an_openai_400_for_urls_off_the_allow_list(llm, ca_f
         pytest.raises(openai.BadRequestError) as caught,
     ):
         ask(client, openai_image("https://elsewhere.example/cat.png"))
-    assert caught.value.body["param"] == "messages[0].content[1]"
-    assert caught.value.body["type"] == "invalid_request_error"
-    assert "elsewhere.example" in caught.value.body["message"]
+    assert error_body(caught.value)["param"] == "messages[0].content[1]"
+    assert error_body(caught.value)["type"] == "invalid_request_error"
+    assert "elsewhere.example" in error_body(caught.value)["message"]
     assert llm.requests == [] and images.paths == []
 
 
 def test_a_scanned_page_takes_the_ocr_route_and_its_text_is_compressed(proxy_url, llm):
     question = "Which regions switch traffic first in the billing migration?"
-    content = [anthropic_image(SLIDE), {"type": "text", "text": question}]
+    content: list[Any] = [anthropic_image(SLIDE), {"type": "text", "text": question}]  # wire dicts
     with anthropic.Anthropic(base_url=proxy_url, api_key="k", max_retries=0) as client:
         raw = client.messages.with_raw_response.create(
             model="claude-test",
@@ -295,7 +296,7 @@ def test_a_scanned_page_takes_the_ocr_route_and_its_text_is_compressed(proxy_url
 def test_an_image_in_the_protected_prefix_reaches_the_upstream_byte_for_byte(proxy_url, llm):
     cached = anthropic_image(CHART)
     first = [cached, {"type": "text", "text": "Keep this.", "cache_control": {"type": "ephemeral"}}]
-    messages = [
+    messages: list[Any] = [
         {"role": "user", "content": first},
         {"role": "assistant", "content": "Noted."},
         {"role": "user", "content": [anthropic_image(CHART), {"type": "text", "text": "And?"}]},

@@ -12,6 +12,7 @@ import json
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from ragpress.middleware.proxy import create_app
 from tests.support.fake_llm import FakeLLM
@@ -20,6 +21,7 @@ from tests.support.proxy import (
     CONTEXT,
     CURIE,
     QUESTION,
+    error_body,
     pipelines_for,
     running_proxy,
     serve,
@@ -53,10 +55,14 @@ def client(proxy_url):
         yield c
 
 
-def _messages(question: str = QUESTION) -> list[dict]:
+def _user(question: str = QUESTION) -> str:
+    return f"{CONTEXT}\n{question}"
+
+
+def _messages(question: str = QUESTION) -> list[ChatCompletionMessageParam]:
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": f"{CONTEXT}\n{question}"},
+        {"role": "user", "content": _user(question)},
     ]
 
 
@@ -83,7 +89,7 @@ def test_marked_context_is_compressed_and_everything_else_reaches_the_upstream_i
     assert '<document title="Marie Curie">' in user and '<document title="Bread">' in user
     curie = user.split('<document title="Marie Curie">')[1].split("</document>")[0]
     assert curie and len(curie) < len(CURIE) and _sentences_of(curie, CURIE)
-    assert len(user) < len(_messages()[1]["content"])
+    assert len(user) < len(_user())
     assert sent.headers["x-trace-id"] == "trace-7"
     assert sent.headers["authorization"] == "Bearer sk-client"
     headers = raw.headers
@@ -158,14 +164,16 @@ async def test_async_streaming_client_sees_compression_and_the_final_usage(proxy
             text += "".join(ch.delta.content or "" for ch in chunk.choices)
             usage = chunk.usage or usage
     assert text.startswith("I read ")
-    assert usage is not None and usage.prompt_tokens_details.cached_tokens == 0
-    assert len(llm.last().json()["messages"][1]["content"]) < len(_messages()[1]["content"])
+    assert usage is not None and usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == 0
+    assert len(llm.last().json()["messages"][1]["content"]) < len(_user())
 
 
 async def test_async_client_non_streaming(proxy_url, llm):
     async with openai.AsyncOpenAI(base_url=f"{proxy_url}/v1", api_key="k", max_retries=0) as c:
         completion = await c.chat.completions.create(model="gpt-test", messages=_messages())
-    assert completion.choices[0].message.content.startswith("I read")
+    content = completion.choices[0].message.content
+    assert content is not None and content.startswith("I read")
     assert BREAD not in llm.last().json()["messages"][1]["content"]
 
 
@@ -175,13 +183,13 @@ def test_upstream_errors_keep_their_status_body_and_headers(client):
             model="gpt-test", messages=_messages(), extra_headers={"x-fake-fault": "status=429"}
         )
     assert caught.value.status_code == 429
-    assert caught.value.body["message"] == "fake upstream error 429"
+    assert error_body(caught.value)["message"] == "fake upstream error 429"
     assert caught.value.response.headers["retry-after"] == "0"
-    with pytest.raises(openai.InternalServerError) as caught:
+    with pytest.raises(openai.InternalServerError) as server_error:
         client.chat.completions.create(
             model="gpt-test", messages=_messages(), extra_headers={"x-fake-fault": "status=503"}
         )
-    assert caught.value.status_code == 503
+    assert server_error.value.status_code == 503
 
 
 @pytest.mark.parametrize(
@@ -197,8 +205,8 @@ def test_upstream_errors_keep_their_status_body_and_headers(client):
 def test_bad_ragpress_options_are_400_naming_the_field(client, llm, extra, param):
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="gpt-test", messages=_messages(), extra_body=extra)
-    assert caught.value.body["param"] == param
-    assert caught.value.body["type"] == "invalid_request_error"
+    assert error_body(caught.value)["param"] == param
+    assert error_body(caught.value)["type"] == "invalid_request_error"
     assert llm.requests == []  # nothing was forwarded
 
 
@@ -213,7 +221,7 @@ def test_the_header_controls_clients_that_cannot_add_body_fields(client, llm):
         client.chat.completions.create(
             model="gpt-test", messages=_messages(), extra_headers={"x-ragpress": "{nope"}
         )
-    assert caught.value.body["param"] == "x-ragpress"
+    assert error_body(caught.value)["param"] == "x-ragpress"
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-test",
         messages=_messages(),

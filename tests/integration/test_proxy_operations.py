@@ -7,6 +7,7 @@ import logging
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from ragpress.compressors.base import BaseCompressor
 from ragpress.middleware.pipeline.core import Pipeline, Stage
@@ -16,7 +17,7 @@ from tests.support.fake_llm import FakeLLM
 from tests.support.fakes import HashingEmbedder
 from tests.support.proxy import CONTEXT, QUESTION, pipelines_for, serve, settings_for
 
-MESSAGES = [{"role": "user", "content": f"{CONTEXT} {QUESTION}"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": f"{CONTEXT} {QUESTION}"}]
 CLIENT_KEY = "rp-client-secret-123"
 UPSTREAM_KEY = "sk-upstream-secret-456"
 

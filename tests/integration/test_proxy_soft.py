@@ -14,6 +14,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
@@ -27,7 +28,7 @@ from ragpress.middleware.proxy import create_app  # noqa: E402
 from ragpress.types import CompressionOptions, Passage  # noqa: E402
 from tests.support.fake_llm import FakeLLM  # noqa: E402
 from tests.support.fakes import HashingEmbedder  # noqa: E402
-from tests.support.proxy import running_proxy, serve, settings_for  # noqa: E402
+from tests.support.proxy import error_body, running_proxy, serve, settings_for  # noqa: E402
 from tests.support.vllm_fake import FakeVLLM  # noqa: E402
 
 pytestmark = pytest.mark.model
@@ -40,7 +41,7 @@ TOWER = (
 QUESTION = "When was the Eiffel Tower completed?"
 
 
-def messages(document: str = TOWER, question: str = QUESTION) -> list[dict]:
+def messages(document: str = TOWER, question: str = QUESTION) -> list[ChatCompletionMessageParam]:
     return [
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": f"<context>{document}</context>\n{question}"},
@@ -69,6 +70,7 @@ def soft_settings(llm, adapter, **soft):
 def soft_app(settings, **app):
     """compllm (the default method) plus sentence_selection on the hashing embedder."""
     compllm = build_pipeline(settings)
+    assert compllm.cache is not None  # settings_for configures an in-process cache
     text = settings.model_copy(
         update={
             "compression": settings.compression.model_copy(
@@ -143,6 +145,7 @@ def test_local_backend_streams_openai_chunks_with_usage(local_proxy, compllm, ll
     prompt = expected_prompt(compllm)
     assert text == EmbeddingGenerator(compllm.encoder).generate(prompt, max_new_tokens=8)
     assert finish in ("stop", "length")
+    assert usage is not None
     assert usage.prompt_tokens == prompt.shape[0] and usage.total_tokens > usage.prompt_tokens
     assert llm.requests == []
 
@@ -181,7 +184,7 @@ def test_what_a_soft_prompt_cannot_hold_is_a_400_naming_the_field(local_proxy, l
     request = {"model": "tiny-qwen", "messages": messages(), **change}
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(**request)
-    assert caught.value.body["param"] == param
+    assert error_body(caught.value)["param"] == param
     assert llm.requests == []
 
 
@@ -201,7 +204,7 @@ def test_the_anthropic_route_and_the_text_apis_refuse_soft_prompts_with_the_fix(
             max_tokens=8,
             messages=[{"role": "user", "content": f"<context>{TOWER}</context> When?"}],
         )
-    assert "/v1/chat/completions" in caught.value.body["error"]["message"]
+    assert "/v1/chat/completions" in error_body(caught.value)["error"]["message"]
     assert llm.requests == []
 
 
@@ -280,6 +283,6 @@ def test_asking_a_text_only_server_for_compllm_is_a_400_with_the_fix(llm):
         client.chat.completions.create(
             model="gpt-test", messages=messages(), extra_body={"ragpress": {"method": "compllm"}}
         )
-    assert caught.value.body["param"] == "ragpress.method"
-    assert "RAGPRESS_PROXY__SOFT__BACKEND" in caught.value.body["message"]
+    assert error_body(caught.value)["param"] == "ragpress.method"
+    assert "RAGPRESS_PROXY__SOFT__BACKEND" in error_body(caught.value)["message"]
     assert llm.requests == []

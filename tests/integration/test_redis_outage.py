@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,7 @@ async def test_requests_succeed_through_an_outage_and_use_redis_again(
     redis_relay, fake_embedder, caplog
 ) -> None:
     pipeline = pipeline_on(redis_relay.url, fake_embedder, retry_after=0)
+    assert pipeline.cache is not None
     warm = await pipeline.acompress("Beta", DOCS)
     assert warm.cache_misses == 2
     assert (await pipeline.acompress("Blue", DOCS)).cache_hits == 2
@@ -60,6 +62,7 @@ async def test_requests_succeed_through_an_outage_and_use_redis_again(
 
 async def test_a_batch_keeps_going_when_redis_stops_midway(redis_relay, fake_embedder) -> None:
     pipeline = pipeline_on(redis_relay.url, fake_embedder)
+    assert pipeline.cache is not None
     records = [
         json.dumps(
             {
@@ -70,9 +73,9 @@ async def test_a_batch_keeps_going_when_redis_stops_midway(redis_relay, fake_emb
         ).encode()
         for i in range(40)
     ]
-    written: list[dict] = []
+    written: list[dict[str, Any]] = []
 
-    def write(record: dict) -> None:
+    def write(record: dict[str, Any]) -> None:
         written.append(record)
         if len(written) == 15:
             redis_relay.stop()

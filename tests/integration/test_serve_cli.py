@@ -7,20 +7,21 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 import httpx
 import openai
 import pytest
 from click.testing import CliRunner
 
-from ragpress.cli import main
 from ragpress.cli import serve as serve_module
+from tests.support.cli import main
 from tests.support.fake_llm import FakeLLM
 from tests.support.proxy import BREAD, CONTEXT, QUESTION
 
 
 def test_flags_override_the_environment(monkeypatch):
-    seen = {}
+    seen: dict[str, Any] = {}
     monkeypatch.setattr(serve_module, "_run", lambda s, **kw: seen.update(settings=s, **kw))
     monkeypatch.setenv("RAGPRESS_UPSTREAM__BASE_URL", "http://from-env/v1")
     monkeypatch.setenv("RAGPRESS_PROXY__PORT", "9999")
@@ -55,7 +56,8 @@ def test_help_names_the_docs_page():
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @pytest.mark.model

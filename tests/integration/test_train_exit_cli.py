@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ pytest.importorskip("peft")
 
 from click.testing import CliRunner
 
-from ragpress.cli import main
+from tests.support.cli import main
 
 pytestmark = pytest.mark.model  # loads the tiny checkpoint the tests build
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -97,7 +98,7 @@ def test_training_writes_a_peft_adapter_that_learned_the_labels(trained) -> None
 
 def test_the_trained_adapter_serves_through_the_cli(trained, monkeypatch) -> None:
     adapter, _ = trained
-    record = {
+    record: dict[str, Any] = {
         "question": "Who was the first president of the American Psychological Association?",
         "docs": [
             {

@@ -12,16 +12,18 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from click.testing import CliRunner  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
+import torch
+from click.testing import CliRunner, Result
+from safetensors.torch import load_file
 
-from ragpress.cli import main  # noqa: E402
-from ragpress.compressors import load_compressor  # noqa: E402
-from ragpress.compressors.compllm import CompLLMCompressor  # noqa: E402
-from ragpress.types import CompressionOptions, Passage  # noqa: E402
+from ragpress.compressors import load_compressor
+from ragpress.compressors.compllm import CompLLMCompressor
+from ragpress.types import CompressionOptions, Passage
+from tests.support.cli import main
+from tests.support.docs import code_blocks, section
 
 pytestmark = pytest.mark.model
 
@@ -57,7 +59,7 @@ def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_random_checkpoint(tmp_path_factory.mktemp("base"), corpus=corpus)
 
 
-def train_soft(*args: str) -> object:
+def train_soft(*args: str) -> Result:
     result = CliRunner().invoke(main, ["train-soft", *args], catch_exceptions=False)
     return result
 
@@ -90,6 +92,7 @@ def test_training_loss_falls_and_the_adapter_loads(qa_file, base_dir, tmp_path) 
     docs = [Passage("Paris is the capital of France.", title="Paris")]
     a = trained.compress(None, docs, CompressionOptions()).embeddings
     b = untrained.compress(None, docs, CompressionOptions()).embeddings
+    assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
     assert a.shape == b.shape and not torch.allclose(a, b)
     assert trained.fingerprint() != untrained.fingerprint()
 
@@ -147,12 +150,11 @@ def test_text_commands_refuse_a_soft_method(compllm_adapter_dir, tmp_path) -> No
     assert done.exit_code == 2 and "soft embeddings" in done.output
 
 
-def test_readme_compllm_example_runs_as_written(tmp_path, monkeypatch, capsys) -> None:
-    """The README's offline commands (random checkpoint, train-soft) and its Python example."""
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    section = readme.split("## Soft compression (CompLLM)", 1)[1]
-    commands = re.findall(r"```bash\n(.*?)\n```", section, re.S)[0].splitlines()
-    example = re.findall(r"```python\n(.*?)\n```", section, re.S)[0]
+def test_docs_compllm_example_runs_as_written(tmp_path, monkeypatch, capsys) -> None:
+    """The compllm page's offline commands (random checkpoint, train-soft) and Python example."""
+    page = "docs/compressors/compllm.md"
+    commands = code_blocks(section(page, "## Train an adapter"), "bash")[0].splitlines()
+    (example,) = code_blocks(section(page, "## Use it"), "python")
     (tmp_path / "tests" / "fixtures").mkdir(parents=True)
     (tmp_path / "tests" / "fixtures" / FIXTURE.name).symlink_to(FIXTURE)
     monkeypatch.chdir(tmp_path)
@@ -160,8 +162,10 @@ def test_readme_compllm_example_runs_as_written(tmp_path, monkeypatch, capsys) -
     assert build[0] == ".venv/bin/python" and train[:2] == [".venv/bin/ragpress", "train-soft"]
     subprocess.run([sys.executable, *build[1:]], check=True)  # this interpreter, same venv
     result = train_soft(*train[2:])
-    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
-    exec(compile(example, "README.md", "exec"), {})
+    assert result.exit_code == 0, result.output
+    exec(compile(example, page, "exec"), {})
     out = capsys.readouterr().out.splitlines()
-    before, after = map(int, re.fullmatch(r"(\d+) tokens -> (\d+)", out[0]).groups())
+    counts = re.fullmatch(r"(\d+) tokens -> (\d+)", out[0])
+    assert counts is not None, out
+    before, after = map(int, counts.groups())
     assert before > after > 0  # then the answer streams (random weights: any text, maybe none)

@@ -123,7 +123,7 @@ def save_lora_adapter(base_folder: Path, folder: Path, *, seed: int = 1) -> Path
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(base, config)
-    model.save_pretrained(folder)
+    model.save_pretrained(str(folder))
     AutoTokenizer.from_pretrained(base_folder).save_pretrained(folder)
     return folder
 

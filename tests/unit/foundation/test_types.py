@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ def test_passage_rejects_non_string_text() -> None:
         ({"keep": ("ok", "")}, "keep[1]"),
     ],
 )
-def test_bad_options_name_the_field(kwargs: dict, param: str) -> None:
+def test_bad_options_name_the_field(kwargs: dict[str, Any], param: str) -> None:
     with pytest.raises(RequestValidationError) as info:
         CompressionOptions(**kwargs)
     assert info.value.param == param

@@ -44,7 +44,10 @@ def test_reads_markdown_text_and_jsonl_from_a_folder(tmp_path: Path) -> None:
 
     found = load_documents(tmp_path)
 
-    by_id = {d.id: d for d in found.documents}
+    by_id = {}
+    for d in found.documents:
+        assert d.id is not None  # every loaded document gets an id
+        by_id[d.id] = d
     assert sorted(by_id) == [
         "7",
         "a.md",

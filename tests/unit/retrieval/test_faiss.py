@@ -9,7 +9,7 @@ import pytest
 
 from ragpress.exceptions import ConfigurationError, RequestValidationError, RetrievalError
 from ragpress.retrieval.faiss import FaissRetriever, IndexOptions
-from ragpress.retrieval.index_format import read_index_config
+from ragpress.retrieval.index_format import IndexType, read_index_config
 from ragpress.types import Passage, Retriever
 
 DOCS = [
@@ -160,7 +160,7 @@ def test_reusing_another_embedders_index_is_refused(index, fake_embedder) -> Non
 
 
 @pytest.mark.parametrize("index_type", ["hnsw", "ivf"])
-def test_approximate_indexes_agree_with_exact_search(index_type: str, tmp_path: Path) -> None:
+def test_approximate_indexes_agree_with_exact_search(index_type: IndexType, tmp_path: Path) -> None:
     vectors = clustered(4000)
     embedder = TableEmbedder(vectors)
     passages = [Passage(f"v{i}", id=str(i)) for i in range(len(vectors))]

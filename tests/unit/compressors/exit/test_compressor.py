@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
 pytest.importorskip("peft")
@@ -109,11 +111,13 @@ def test_budget_mode_keeps_the_highest_scores_until_the_budget_is_spent(
     options = CompressionOptions(target_ratio=ratio)
     result = compressor.compress(QUERY, DOCS, options)
     budget = options.budget(result.tokens_before)
+    assert budget is not None
     assert result.tokens_after <= budget + len(DOCS)  # joining may merge/split a token per doc
     # Independent greedy: best score first, skip what does not fit.
     analyses = compressor.analyze(DOCS)
     ranked = sorted(((-p, d, k) for d, doc in enumerate(scores) for k, p in enumerate(doc)))
-    spent, expected = 0, [set() for _ in DOCS]
+    spent = 0
+    expected: list[set[int]] = [set() for _ in DOCS]
     for _, d, k in ranked:
         if spent + analyses[d].tokens[k] <= budget:
             expected[d].add(k)
@@ -130,7 +134,9 @@ def test_threshold_mode_treats_a_budget_as_a_ceiling(exit_classifier, scores) ->
     compressor = ExitCompressor(exit_classifier, threshold=0.0)  # every sentence passes
     options = CompressionOptions(target_ratio=2)
     result = compressor.compress(QUERY, DOCS, options)
-    assert result.tokens_after <= options.budget(result.tokens_before) + len(DOCS)
+    budget = options.budget(result.tokens_before)
+    assert budget is not None
+    assert result.tokens_after <= budget + len(DOCS)
     assert any("did not fit the budget" in n for n in result.notes)
     uncapped = compressor.compress(QUERY, DOCS, CompressionOptions())
     assert uncapped.tokens_after > result.tokens_after
@@ -208,7 +214,7 @@ def test_save_and_load_round_trip(tiny_gemma_dir, tmp_path) -> None:
 
 def test_lora_adapter_loads_through_the_published_path(tiny_gemma_dir, tmp_path, scores) -> None:
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, PreTrainedModel
 
     from tests.support.exit_tiny import save_lora_adapter
 
@@ -229,7 +235,9 @@ def test_lora_adapter_loads_through_the_published_path(tiny_gemma_dir, tmp_path,
     reference = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(tiny_gemma_dir), adapter_dir
     ).eval()
-    plain = ExitClassifier(reference, merged.tokenizer, name="peft", revision="r")
+    # an unmerged PeftModel, as from_pretrained(merge_adapter=False) passes it too
+    model = cast("PreTrainedModel", reference)
+    plain = ExitClassifier(model, merged.tokenizer, name="peft", revision="r")
     groups = ExitCompressor(merged).prompts(QUERY, DOCS)
     assert plain.score_one_by_one(groups) == [
         pytest.approx(s, abs=1e-4) for s in [s for s in adapted if s]

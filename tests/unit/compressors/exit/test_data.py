@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from ragpress.compressors.exit.data import (
 from ragpress.exceptions import RequestValidationError
 
 
-def hotpot(i: int) -> dict:
+def hotpot(i: int) -> dict[str, Any]:
     """A HotpotQA-format record: 2 supporting paragraphs, 2 distractors, 4 sentences each."""
     return {
         "_id": f"q{i}",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 pytest.importorskip("peft")
@@ -43,7 +45,7 @@ TAIL = f"{EXIT_QUESTION}<end_of_turn>\n<start_of_turn>model\n"
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_gemma_dir):
+def reference(tiny_gemma_dir) -> tuple[Any, Any]:
     """The same checkpoint, loaded by plain transformers for the oracle."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_gemma_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir).eval()
@@ -90,7 +92,7 @@ def test_tokenizer_without_chat_template_gets_the_gemma_turns(
     ids=["default", "small-batches"],
 )
 def test_batched_scores_equal_one_prompt_at_a_time(
-    exit_classifier, reference, context, limits
+    exit_classifier, reference: tuple[Any, Any], context, limits
 ) -> None:
     compressor = ExitCompressor(
         exit_classifier,
@@ -124,7 +126,9 @@ def test_common_prefix_leaves_every_prompt_a_token() -> None:
     assert common_prefix_length([[7, 2], [8, 2]]) == 0
 
 
-def test_long_context_is_cut_and_the_question_survives(exit_classifier, reference) -> None:
+def test_long_context_is_cut_and_the_question_survives(
+    exit_classifier, reference: tuple[Any, Any]
+) -> None:
     long_doc = Passage(
         " ".join(f"Sentence number {i} talks about the river and the bridge." for i in range(40))
         + " Gustave Eiffel's company built the tower.",
@@ -140,6 +144,7 @@ def test_long_context_is_cut_and_the_question_survives(exit_classifier, referenc
 
     compressor = ExitCompressor(exit_classifier, max_prompt_tokens=limit)
     fitted = compressor.prompts(QUERY, [long_doc])[0]
+    assert fitted.kept_context_tokens is not None and fitted.context_tokens is not None
     assert fitted.truncated and fitted.kept_context_tokens < fitted.context_tokens
     sentences = [long_doc.text[s:e] for s, e in compressor.analyze([long_doc])[0].spans]
     for text, ids, sentence in zip(fitted.texts, fitted.ids, sentences, strict=True):
@@ -176,7 +181,7 @@ def test_yes_and_no_must_be_distinct_tokens(exit_classifier) -> None:
 def _tiny(kind: str, tokenizer):
     from transformers import Gemma2Config, Gemma2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
-    sizes = {
+    sizes: dict[str, Any] = {
         "vocab_size": len(tokenizer),
         "hidden_size": 64,
         "intermediate_size": 128,

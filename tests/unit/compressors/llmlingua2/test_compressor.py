@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from typing import Any
 
 import pytest
 
@@ -328,7 +329,9 @@ def test_int8_refuses_combinations_it_does_not_serve(bert_token_classifier, kwar
         LLMLingua2Compressor(bert_token_classifier, **kwargs)
 
 
-def test_concurrent_requests_share_forward_passes(xlmr_token_classifier) -> None:
+def test_concurrent_requests_share_forward_passes(
+    xlmr_token_classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import threading
 
     compressor = LLMLingua2Compressor(xlmr_token_classifier)
@@ -344,8 +347,8 @@ def test_concurrent_requests_share_forward_passes(xlmr_token_classifier) -> None
             gate.wait(5)  # hold the model while the other requests queue up
         return original(sequences, **kwargs)
 
-    classifier.keep_probabilities = slow_first_call
-    results: dict[int, list] = {}
+    monkeypatch.setattr(classifier, "keep_probabilities", slow_first_call)
+    results: dict[int, list[Any]] = {}
 
     def request(i: int) -> None:
         results[i] = compressor.analyze(DOCS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,8 +18,9 @@ def pages() -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="session")
-def ground_truth() -> dict[str, object]:
-    return json.loads((FIXTURES / "ground_truth.json").read_text())
+def ground_truth() -> dict[str, Any]:
+    truth: dict[str, Any] = json.loads((FIXTURES / "ground_truth.json").read_text())
+    return truth
 
 
 @pytest.fixture(scope="session")

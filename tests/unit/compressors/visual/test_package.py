@@ -1,4 +1,4 @@
-"""The visual package's public surface, import cost and README example stay true."""
+"""The visual package's public surface, import cost and guide example stay true."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.docs import code_blocks, section
 
 ROOT = Path(__file__).resolve().parents[4]
 MODULES = [
@@ -52,11 +54,11 @@ def test_package_import_is_light(tmp_path: Path) -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_readme_image_example_runs_as_written() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Visual compressors", 1)[1]
-    code = re.search(r"```python\n(.*?)\n```", section, re.S).group(1)
-    expected = re.search(r"^# (.+)$", code, re.M).group(1)
+def test_guide_image_example_runs_as_written() -> None:
+    (code,) = code_blocks(section("docs/guides/visual.md", "## Images for API models"), "python")
+    comment = re.search(r"^# (.+)$", code, re.M)
+    assert comment is not None, "the example ends with its expected output as a comment"
+    expected = comment.group(1)
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )

@@ -7,6 +7,7 @@ import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from ragpress.config import RagpressSettings
 from ragpress.middleware.batch.io import completed_keys, open_source
 from ragpress.middleware.batch.job import BatchJob, run_job
 from ragpress.middleware.batch.jsonl import JsonlWriter
+from ragpress.middleware.pipeline.core import Pipeline
 from ragpress.middleware.pipeline.factory import build_pipeline
 from tests.support.fakes import HashingEmbedder
 
@@ -23,12 +25,12 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 @dataclass(frozen=True)
 class Factory:
-    def __call__(self, *, device: str | None = None):
+    def __call__(self, *, device: str | None = None) -> Pipeline:
         settings = RagpressSettings(_env_file=None, cache={"backend": "none"})
         return build_pipeline(settings, embedder=HashingEmbedder())
 
 
-def records(n: int) -> list[dict]:
+def records(n: int) -> list[dict[str, Any]]:
     return [
         {
             "id": i,
@@ -47,7 +49,7 @@ def records(n: int) -> list[dict]:
     ]
 
 
-def essentials(row: dict) -> tuple:
+def essentials(row: dict[str, Any]) -> tuple[Any, ...]:
     """What compression produced for a row, whatever the file format."""
     docs = row.get("docs") or []
     stats = row.get("stats") or {}
@@ -61,7 +63,7 @@ def essentials(row: dict) -> tuple:
     )
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt") as handle:
         return [json.loads(line) for line in handle]
@@ -174,7 +176,7 @@ def test_parquet_values_without_json_types_are_written_to_jsonl_readably(tmp_pat
 class InterruptedFactory:
     """Ctrl-C arrives while the third micro-batch is being compressed."""
 
-    def __call__(self, *, device: str | None = None):
+    def __call__(self, *, device: str | None = None) -> Pipeline:
         pipeline = Factory()()
         calls = iter(range(1_000_000))
         real = pipeline.acompress_many

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import pytest
@@ -9,6 +10,9 @@ from ragpress.exceptions import RequestValidationError
 from ragpress.middleware.batch.records import parse_record, record_key
 from ragpress.middleware.batch.runner import run_batch
 from ragpress.types import CompressedPassage, CompressionResult
+
+if TYPE_CHECKING:
+    from ragpress.middleware.pipeline.core import Pipeline
 
 
 @pytest.mark.parametrize(
@@ -50,7 +54,10 @@ def test_documents_keep_title_id_and_metadata() -> None:
 
 
 class FakePipeline:
-    """Echoes documents back; sleeps longer for earlier records to scramble completion order."""
+    """Echoes documents back; sleeps longer for earlier records to scramble completion order.
+
+    :meth:`as_pipeline` hands it to ``run_batch``, which only calls ``acompress_many``.
+    """
 
     def __init__(self) -> None:
         self.active = 0
@@ -82,6 +89,9 @@ class FakePipeline:
             tokens_after=n,
         )
 
+    def as_pipeline(self) -> Pipeline:
+        return cast("Pipeline", self)
+
 
 async def test_outputs_come_in_input_order_one_per_line() -> None:
     lines = [
@@ -89,9 +99,9 @@ async def test_outputs_come_in_input_order_one_per_line() -> None:
     ]
     lines[50] = b"garbage"
     lines[60] = json.dumps({"id": 60, "text": "boom"}).encode()
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     pipeline = FakePipeline()
-    report = await run_batch(enumerate(lines, 1), pipeline, out.append, workers=8)  # type: ignore[arg-type]
+    report = await run_batch(enumerate(lines, 1), pipeline.as_pipeline(), out.append, workers=8)
     assert len(out) == 200
     assert [r["id"] for r in out[:50]] == list(range(50))
     assert out[50]["error"].startswith("line 51: not valid JSON") and out[50]["raw"] == "garbage"
@@ -112,24 +122,24 @@ async def test_memory_stays_bounded_on_long_inputs() -> None:
             read += 1
             yield i + 1, json.dumps({"id": i, "text": "x y"}).encode()
 
-    def write(record: dict) -> None:
+    def write(record: dict[str, Any]) -> None:
         nonlocal written, peak_backlog
         written += 1
         peak_backlog = max(peak_backlog, read - written)
 
-    await run_batch(lines(), FakePipeline(), write, workers=4)  # type: ignore[arg-type]
+    await run_batch(lines(), FakePipeline().as_pipeline(), write, workers=4)
     assert written == 5000
     assert peak_backlog <= 2 * 4 + 64 + 2  # in flight + one read-ahead chunk
 
 
 async def test_skip_supports_resume() -> None:
     lines = [json.dumps({"id": i, "text": "a b"}).encode() for i in range(10)]
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     done = {record_key({"id": i}, 0) for i in range(6)}
     report = await run_batch(
         enumerate(lines, 1),
-        FakePipeline(),
-        out.append,  # type: ignore[arg-type]
+        FakePipeline().as_pipeline(),
+        out.append,
         skip=done.__contains__,
     )
     assert [r["id"] for r in out] == [6, 7, 8, 9]

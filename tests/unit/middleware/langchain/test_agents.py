@@ -6,7 +6,13 @@ import pytest
 from langchain.agents import create_agent
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 
 from ragpress.exceptions import ConfigurationError
 from ragpress.middleware.langchain import RagpressDocumentCompressor
@@ -19,7 +25,7 @@ MANUAL = " ".join(f"Step {i}: tighten bolt {i} by a quarter turn." for i in rang
 
 class SeenByModel(BaseCallbackHandler):
     def __init__(self) -> None:
-        self.calls: list[list] = []
+        self.calls: list[list[BaseMessage]] = []
 
     def on_chat_model_start(self, serialized, messages, **kwargs) -> None:
         self.calls.append(messages[0])
@@ -35,7 +41,7 @@ def agent_with(middleware, replies: int = 2):
     return create_agent(model, tools=[], middleware=[middleware])
 
 
-def conversation() -> list:
+def conversation() -> list[BaseMessage]:
     return [
         SystemMessage("You answer questions about widgets. " * 60),
         HumanMessage("What does widget 7 weigh?"),
@@ -57,6 +63,7 @@ def test_long_messages_reach_the_model_compressed_and_state_keeps_originals(comp
     by_type = [(m.type, m.content) for m in sent]
     assert by_type[0][0] == "system" and by_type[0][1] == conversation()[0].content  # untouched
     tool = next(m for m in sent if m.type == "tool")
+    assert isinstance(tool, ToolMessage)
     assert tool.tool_call_id == "call-1" and tool.id == "tool-1"
     assert len(tool.content) < len(FACTS) / 2
     assert "Widget 7 weighs 21 grams" in tool.content  # compressed for the question before it
@@ -113,6 +120,7 @@ def test_text_blocks_are_compressed_and_other_blocks_kept(compressor) -> None:
     middleware = RagpressCompressionMiddleware(compressor, min_tokens=100)
     agent_with(middleware).invoke({"messages": messages}, config={"callbacks": [seen]})
     content = seen.calls[0][0].content
+    assert isinstance(content, list) and isinstance(content[0], dict)
     assert content[1] == image and len(content[0]["text"]) < len(FACTS)
     assert seen.calls[0][0].response_metadata["ragpress"][0]["block"] == 0
 

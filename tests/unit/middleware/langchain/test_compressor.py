@@ -73,7 +73,8 @@ class AsyncRecorder(AsyncCallbackHandler):
 
 @pytest.fixture
 def pipeline(selection_pipeline) -> Pipeline:
-    return selection_pipeline(target_ratio=2)
+    built: Pipeline = selection_pipeline(target_ratio=2)
+    return built
 
 
 @pytest.fixture
@@ -153,9 +154,11 @@ def test_metadata_survives_where_llmlingua_loses_it(pipeline) -> None:
 
 def test_document_subclasses_and_extra_fields_survive(pipeline) -> None:
     class StatefulDocument(Document):
-        state: dict = {}  # noqa: RUF012 - a pydantic field
+        state: dict[str, Any] = {}  # noqa: RUF012 - a pydantic field
 
-    doc = StatefulDocument(TEXTS["physics"], id="s", metadata={"title": "P"}, state={"q": 1})
+    doc = StatefulDocument(
+        page_content=TEXTS["physics"], id="s", metadata={"title": "P"}, state={"q": 1}
+    )
     out = RagpressDocumentCompressor(pipeline=pipeline).compress_documents([doc], QUESTION)
     assert type(out[0]) is StatefulDocument and out[0].state == {"q": 1}
 

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import pytest
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from ragpress.compressors.compllm import CompLLMCompressor  # noqa: E402
-from ragpress.compressors.sentence_selection import SentenceSelectionCompressor  # noqa: E402
-from ragpress.config import RagpressSettings  # noqa: E402
-from ragpress.exceptions import ConfigurationError, RequestValidationError  # noqa: E402
-from ragpress.middleware.generation import (  # noqa: E402
+import torch
+
+from ragpress.compressors.compllm import CompLLMCompressor
+from ragpress.compressors.sentence_selection import SentenceSelectionCompressor
+from ragpress.config import RagpressSettings
+from ragpress.exceptions import ConfigurationError, RequestValidationError
+from ragpress.middleware.generation import (
     GenerationParams,
     SoftPromptService,
     build_embedding_backend,
     require_embedding_target,
 )
-from ragpress.middleware.pipeline.cache_policy import FailOpenCache  # noqa: E402
-from ragpress.middleware.pipeline.core import Pipeline, Stage  # noqa: E402
-from ragpress.middleware.pipeline.factory import build_pipeline  # noqa: E402
-from ragpress.types import Passage  # noqa: E402
+from ragpress.middleware.pipeline.cache_policy import FailOpenCache
+from ragpress.middleware.pipeline.core import Pipeline, Stage
+from ragpress.middleware.pipeline.factory import build_pipeline
+from ragpress.types import Passage
 
 pytestmark = pytest.mark.model
 
@@ -56,6 +58,8 @@ async def test_second_query_on_known_documents_compresses_only_new_segments(
 
     # the cached rows are exactly the ones computed the first time, in the new order
     tower_rows = first.passages[0].tokens_after
+    assert isinstance(first.embeddings, torch.Tensor)
+    assert isinstance(second.embeddings, torch.Tensor)
     assert torch.equal(second.embeddings[-tower_rows:], first.embeddings[:tower_rows])
     uncached = compllm.compress(None, [SEINE, TOWER], pipeline.defaults)
     torch.testing.assert_close(second.embeddings, uncached.embeddings, rtol=1e-5, atol=1e-6)
@@ -72,6 +76,7 @@ async def test_build_pipeline_with_method_compllm_returns_embeddings(compllm_ada
     assert pipeline.output_kind == "embeddings"
     result = await pipeline.acompress("Who was Marie Curie?", [CURIE, TOWER])
     assert result.method == "compllm"
+    assert isinstance(result.embeddings, torch.Tensor)
     assert result.embeddings.shape == (result.tokens_after, 64)
     assert result.tokens_after == sum(p.tokens_after for p in result.passages)
     await pipeline.aclose()
@@ -84,6 +89,7 @@ def test_soft_compression_must_be_the_last_stage(compllm, fake_embedder) -> None
     chain = Pipeline([Stage(selector), Stage(compllm)])  # select sentences, then compress softly
     result = chain.compress("When was the tower completed?", [TOWER, CURIE])
     assert result.method == "sentence_selection+compllm"
+    assert isinstance(result.embeddings, torch.Tensor)
     assert result.embeddings.shape[0] == result.tokens_after > 0
     chain.close()
 
@@ -95,6 +101,7 @@ async def test_service_streams_an_answer_with_the_local_backend(compllm, memory_
     expected = compllm.prompt_embeddings(
         "When was the tower built?", prompt.compression.embeddings, system="Be brief."
     )
+    assert isinstance(prompt.embeddings, torch.Tensor)
     assert torch.equal(prompt.embeddings, expected)
     chunks = [c async for c in service.astream(prompt, GenerationParams(max_tokens=6))]
     assert chunks[-1].finish_reason in ("stop", "length")

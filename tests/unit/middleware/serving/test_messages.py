@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from ragpress.middleware.serving.messages import plan_compression
 
@@ -72,7 +73,7 @@ def test_anthropic_plain_text_documents_are_compressed_unless_citations_are_on()
             **extra,
         }
 
-    body = {
+    body: dict[str, Any] = {
         "system": CTX,
         "messages": [
             {
@@ -96,7 +97,7 @@ def test_anthropic_plain_text_documents_are_compressed_unless_citations_are_on()
 
 
 def test_writing_back_changes_only_the_marked_documents():
-    body = {
+    body: dict[str, Any] = {
         "messages": [
             {
                 "role": "user",

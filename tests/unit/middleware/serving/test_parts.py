@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ CHART = (
 URL = "data:image/png;base64," + base64.b64encode(CHART).decode()
 
 
-def body() -> dict:
+def body() -> dict[str, Any]:
     return {
         "model": "gpt-4o-2024-08-06",
         "messages": [

@@ -6,6 +6,7 @@ import pytest
 
 from ragpress.compressors.visual.api.costs import (
     AnthropicCost,
+    Detail,
     GeminiCost,
     OpenAIPatchCost,
     OpenAITileCost,
@@ -23,18 +24,18 @@ from ragpress.exceptions import RequestValidationError
         ((2048, 4096), "high", 1105),
         # "a 4096 x 8192 image in detail: low most costs 85 tokens".
         ((4096, 8192), "low", 85),
-        # visual.md §4: 1100 x 768 costs 1105, snapped to 1024 x 714 it costs 765.
+        # Tile-grid snapping: 1100 x 768 costs 1105, snapped to 1024 x 714 it costs 765.
         ((1100, 768), "high", 1105),
         ((1024, 714), "high", 765),
-        # A page scan, and the crop that costs more (visual.md §4.3).
+        # A page scan, and the crop that costs more (tile cost is not monotone).
         ((2550, 3300), "high", 765),
         ((1816, 1176), "high", 1105),
         ((512, 512), "high", 255),
         ((100, 80), "auto", 255),
     ],
 )
-def test_openai_tile_examples(size: tuple[int, int], detail: str, tokens: int) -> None:
-    assert cost_model_for("gpt-4o").tokens(*size, detail) == tokens  # type: ignore[arg-type]
+def test_openai_tile_examples(size: tuple[int, int], detail: Detail, tokens: int) -> None:
+    assert cost_model_for("gpt-4o").tokens(*size, detail) == tokens
 
 
 def test_openai_tile_seen_size_follows_the_documented_steps() -> None:

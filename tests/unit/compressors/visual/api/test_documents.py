@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -20,7 +21,7 @@ def scanned_pdf(page: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def test_text_layer_pages_go_as_text(pdf_bytes: bytes, ground_truth: dict) -> None:
+def test_text_layer_pages_go_as_text(pdf_bytes: bytes, ground_truth: dict[str, Any]) -> None:
     part = {
         "type": "document",
         "source": {
@@ -32,6 +33,7 @@ def test_text_layer_pages_go_as_text(pdf_bytes: bytes, ground_truth: dict) -> No
     result, pages = compress_document_part(part, ImagePartCompressor("claude-sonnet-4-5"))
     assert [p.route for p in pages] == ["text_layer", "text_layer"]
     assert result.parts == tuple({"type": "text", "text": t} for t in ground_truth["report.pdf"])
+    assert result.tokens_after is not None and result.tokens_before is not None
     assert result.route == "pdf" and result.tokens_after < result.tokens_before
 
 
@@ -44,7 +46,7 @@ def test_ocr_runs_only_on_pages_whose_text_layer_does_not_win(pdf_bytes: bytes) 
             CountingEngine.calls += 1
             return []
 
-    part = {"type": "file", "file": {"file_data": "data:application/pdf;base64,"}}
+    part: dict[str, Any] = {"type": "file", "file": {"file_data": "data:application/pdf;base64,"}}
     part["file"]["file_data"] += base64.b64encode(pdf_bytes).decode()
     parts = ImagePartCompressor("gpt-4o", ocr_engine=CountingEngine())
     _, routes = compress_document_part(part, parts)
@@ -85,7 +87,7 @@ def test_scanned_pages_use_ocr_when_cheaper(pages: dict[str, bytes], ocr_engine)
         ({"type": "text", "text": "hi"}, "d.type"),
     ],
 )  # fmt: skip
-def test_bad_document_parts_name_the_field(part: dict, param: str) -> None:
+def test_bad_document_parts_name_the_field(part: dict[str, Any], param: str) -> None:
     with pytest.raises(RequestValidationError) as info:
         compress_document_part(part, ImagePartCompressor("gpt-4o"), param="d")
     assert info.value.param == param

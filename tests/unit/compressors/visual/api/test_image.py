@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFont
 
-from ragpress.compressors.visual.api.costs import MODEL_FAMILIES, cost_model_for
+from ragpress.compressors.visual.api.costs import MODEL_FAMILIES, Detail, cost_model_for
 from ragpress.compressors.visual.api.image import ImageCompressor
 from ragpress.exceptions import ConfigurationError, RequestValidationError
 
@@ -55,7 +55,7 @@ def test_letter_page_crops_its_margins_and_keeps_text_legible(pages: dict[str, b
 
 
 def test_tile_grid_snapping_example_from_the_spec() -> None:
-    # visual.md §4.4: 1100 x 768 costs 1105 on GPT-4o; scaled onto the 2 x 2 grid it costs 765.
+    # 1100 x 768 costs 1105 on GPT-4o; scaled onto the 2 x 2 grid it costs 765.
     image = Image.new("L", (1100, 768), 255)
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=40)
@@ -69,7 +69,7 @@ def test_tile_grid_snapping_example_from_the_spec() -> None:
 
 
 def test_cropping_that_raises_tile_cost_is_not_chosen() -> None:
-    # visual.md §4.3: a 2550 x 3300 page costs 765, its 1816 x 1176 content 1105 as is.
+    # Tile cost is not monotone: a 2550 x 3300 page costs 765, its 1816 x 1176 content 1105.
     page = Image.new("L", (2550, 3300), 255)
     draw = ImageDraw.Draw(page)
     font = ImageFont.load_default(size=60)
@@ -197,11 +197,11 @@ def images(draw: st.DrawFn) -> Image.Image:
     detail=st.sampled_from(["auto", "high", "low"]),
 )
 def test_no_result_costs_more_than_the_input(
-    image: Image.Image, model: str, budget: int | None, detail: str
+    image: Image.Image, model: str, budget: int | None, detail: Detail
 ) -> None:
     result = ImageCompressor(model).compress(png(image), budget_tokens=budget, detail=detail)
     costs = cost_model_for(model)
-    assert result.tokens_before == costs.tokens(*image.size, detail)  # type: ignore[arg-type]
+    assert result.tokens_before == costs.tokens(*image.size, detail)
     out = _decoded(result.data)
     assert costs.tokens(*out.size, result.detail) == result.tokens_after
     assert result.tokens_after <= result.tokens_before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import socket
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -28,7 +29,7 @@ def test_rapidocr_models_ship_inside_the_wheel() -> None:
 
 
 def test_slide_is_read_exactly_without_network(
-    pages: dict[str, bytes], ground_truth: dict, monkeypatch: pytest.MonkeyPatch
+    pages: dict[str, bytes], ground_truth: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("rapidocr")
     from ragpress.compressors.visual.api.ocr import RapidOcrEngine
@@ -78,7 +79,9 @@ def test_character_error_rate_reference_values() -> None:
     assert character_error_rate("", "") == 0 and character_error_rate("", "x") == 1
 
 
-def test_pdf_pages_render_with_their_text_layer(pdf_bytes: bytes, ground_truth: dict) -> None:
+def test_pdf_pages_render_with_their_text_layer(
+    pdf_bytes: bytes, ground_truth: dict[str, Any]
+) -> None:
     pages = read_pdf(pdf_bytes, dpi=100)
     assert [p.index for p in pages] == [0, 1]
     assert pages[0].image.size == (850, 1100) and pages[0].image.mode == "RGB"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -27,7 +28,7 @@ def data_url(data: bytes, media_type: str = "image/png") -> str:
     return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
 
 
-def openai_part(url: str, detail: str | None = "auto") -> dict:
+def openai_part(url: str, detail: str | None = "auto") -> dict[str, Any]:
     inner = {"url": url} if detail is None else {"url": url, "detail": detail}
     return {"type": "image_url", "image_url": inner}
 
@@ -53,9 +54,11 @@ def test_anthropic_base64_source_keeps_cache_control(pages: dict[str, bytes]) ->
     }
     result = compress_image_part(part, model="claude-sonnet-4-5")
     (out,) = result.parts
+    assert result.tokens_after is not None and result.tokens_before is not None
     assert result.route == "image" and result.tokens_after < result.tokens_before
     assert out["cache_control"] == {"type": "ephemeral"} and out["source"]["type"] == "base64"
     decoded = Image.open(io.BytesIO(base64.b64decode(out["source"]["data"])))
+    assert result.image is not None
     assert decoded.size == (result.image.width, result.image.height)
 
 
@@ -135,7 +138,7 @@ def test_host_allow_list_matching() -> None:
         ({"type": "audio"}, "c.type", "image parts have type"),
     ],
 )  # fmt: skip
-def test_bad_parts_name_the_field(part: dict, param: str, message: str) -> None:
+def test_bad_parts_name_the_field(part: dict[str, Any], param: str, message: str) -> None:
     with pytest.raises(RequestValidationError, match=message) as info:
         compress_image_part(part, model="gpt-4o", param="c")
     assert info.value.param == param

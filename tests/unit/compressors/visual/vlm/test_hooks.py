@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+import torch  # noqa: E402
+from torch.utils.hooks import RemovableHandle  # noqa: E402
+
 from ragpress.compressors.visual.vlm.hooks import (  # noqa: E402
+    Method,
     generate_pruned,
     prune_vlm_inputs,
 )
@@ -19,7 +25,7 @@ LLAVA_IMAGE = 120
 QWEN_IMAGE, QWEN_START, QWEN_END = 90, 92, 93
 
 
-def tiny_llava_parts(max_positions: int = 256) -> dict:
+def tiny_llava_parts(max_positions: int = 256) -> dict[str, Any]:
     """The tiny CLIP tower (48 px, 8 px patches: 6 x 6 tokens) and Llama LLM of the LLaVA tests."""
     from transformers import CLIPVisionConfig, LlamaConfig
 
@@ -58,7 +64,8 @@ def qwen2_vl(tmp_path_factory: pytest.TempPathFactory):
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     torch.manual_seed(0)
-    config = Qwen2VLConfig(
+    # the token ids go through the config's **kwargs, which its typed signature does not show
+    config = Qwen2VLConfig(  # type: ignore[call-arg]
         text_config=dict(
             vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
@@ -83,7 +90,7 @@ def left_pad(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
-def llava_inputs() -> dict:
+def llava_inputs() -> dict[str, Any]:
     # Row 0: one image; row 1: two images back to back (36 placeholders each), left padded.
     image = [LLAVA_IMAGE] * 36
     ids, mask = left_pad([[1, 5, *image, 6, 7], [1, 9, *image, *image, 10, 11, 12]])
@@ -92,7 +99,7 @@ def llava_inputs() -> dict:
             "pixel_values": torch.randn(3, 3, 48, 48, generator=generator)}  # fmt: skip
 
 
-def qwen_inputs() -> dict:
+def qwen_inputs() -> dict[str, Any]:
     # Row 0: an 8x12-patch image (24 tokens); row 1: 8x8 and 4x4 images (16 + 4 tokens).
     grids = [(1, 8, 12), (1, 8, 8), (1, 4, 4)]
     runs = [[QWEN_START, *[QWEN_IMAGE] * (h * w // 4), QWEN_END] for _, h, w in grids]
@@ -108,13 +115,13 @@ def qwen_inputs() -> dict:
     }
 
 
-def greedy(model, inputs: dict, steps: int = 6) -> torch.Tensor:
-    out = model.generate(**inputs, max_new_tokens=steps, do_sample=False)
+def greedy(model, inputs: dict[str, Any], steps: int = 6) -> torch.Tensor:
+    out: torch.Tensor = model.generate(**inputs, max_new_tokens=steps, do_sample=False)
     return out[:, inputs["input_ids"].shape[1] :]
 
 
 @pytest.mark.parametrize("method", ["divprune", "vtc_cls", "tome", "pool"])
-def test_llava_keeping_every_token_is_bit_identical(llava, method: str) -> None:
+def test_llava_keeping_every_token_is_bit_identical(llava, method: Method) -> None:
     inputs = llava_inputs()
     pruned = prune_vlm_inputs(llava, inputs, keep=1.0, method=method)
     assert pruned.tokens_before == pruned.tokens_after == 108
@@ -127,7 +134,7 @@ def test_llava_keeping_every_token_is_bit_identical(llava, method: str) -> None:
 
 
 @pytest.mark.parametrize("method", ["divprune", "vtc_cls", "visionzip", "tome", "pool"])
-def test_llava_generates_with_k_tokens(llava, method: str) -> None:
+def test_llava_generates_with_k_tokens(llava, method: Method) -> None:
     inputs = llava_inputs()
     pruned = prune_vlm_inputs(llava, inputs, keep=9, method=method)
     assert pruned.tokens_after == 27 and [len(k) for k in pruned.keep_indices] == [9, 9, 9]
@@ -165,7 +172,7 @@ def test_llava_pruning_equals_running_the_llm_on_the_kept_tokens(llava) -> None:
         assert torch.allclose(llava(**pruned.inputs).logits, by_hand, atol=1e-6)
 
 
-def record_positions(model) -> tuple[list[torch.Tensor], object]:
+def record_positions(model) -> tuple[list[torch.Tensor], RemovableHandle]:
     seen: list[torch.Tensor] = []
 
     def hook(_module, _args, kwargs):
@@ -175,7 +182,7 @@ def record_positions(model) -> tuple[list[torch.Tensor], object]:
 
 
 @pytest.mark.parametrize("method", ["divprune", "tome", "pool"])
-def test_qwen2_vl_keeping_every_token_is_bit_identical(qwen2_vl, method: str) -> None:
+def test_qwen2_vl_keeping_every_token_is_bit_identical(qwen2_vl, method: Method) -> None:
     inputs = qwen_inputs()
     pruned = prune_vlm_inputs(qwen2_vl, inputs, keep=1.0, method=method)
     assert pruned.tokens_before == pruned.tokens_after == 44
@@ -185,7 +192,7 @@ def test_qwen2_vl_keeping_every_token_is_bit_identical(qwen2_vl, method: str) ->
 
 
 @pytest.mark.parametrize("method", ["divprune", "tome", "pool"])
-def test_qwen2_vl_kept_tokens_keep_their_mrope_positions(qwen2_vl, method: str) -> None:
+def test_qwen2_vl_kept_tokens_keep_their_mrope_positions(qwen2_vl, method: Method) -> None:
     inputs = qwen_inputs()
     seen, handle = record_positions(qwen2_vl)
     try:
@@ -271,7 +278,7 @@ def noise(height: int, width: int, seed: int):
     return torch.randint(0, 256, (height, width, 3), generator=generator, dtype=torch.uint8).numpy()
 
 
-def next_placeholders(model, pixels: dict) -> list[int]:
+def next_placeholders(model, pixels: dict[str, Any]) -> list[int]:
     """Placeholders per image, as the model packs them (base + unpadded crops + newlines)."""
     with torch.no_grad():
         features = model.model.get_image_features(
@@ -280,7 +287,7 @@ def next_placeholders(model, pixels: dict) -> list[int]:
     return [int(f.shape[0]) for f in features]
 
 
-def next_inputs(model) -> dict:
+def next_inputs(model) -> dict[str, Any]:
     # Row 0: a wide image (60x100: 2x2 crops, unpadded to 8 of 12 rows); row 1: a tall image
     # (90x40: 2x1 crops) between text; left padded. pixel_values is [2, 5, 3, 48, 48].
     pixels = next_pixels(noise(60, 100, seed=4), noise(90, 40, seed=5))
