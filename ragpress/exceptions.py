@@ -61,16 +61,18 @@ class MissingDependencyError(RagpressError, ImportError):
 
     Args:
         package: The import name that failed.
-        extra: The ragpress extra that installs it.
+        extra: The ragpress extra that needs it.
+        install: The command that installs it, when the extra alone does not.
     """
 
-    def __init__(self, package: str, *, extra: str) -> None:
+    def __init__(self, package: str, *, extra: str, install: str | None = None) -> None:
         self.package = package
         self.extra = extra
-        super().__init__(
-            f"{package!r} is not installed; it comes with the {extra!r} extra: "
-            f"pip install 'ragpress[{extra}]'"
-        )
+        if install is None:
+            message = f"it comes with the {extra!r} extra: pip install 'ragpress[{extra}]'"
+        else:
+            message = f"the {extra!r} extra needs it too: {install}"
+        super().__init__(f"{package!r} is not installed; {message}")
 
 
 class RequestValidationError(RagpressError, ValueError):

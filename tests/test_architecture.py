@@ -1,6 +1,6 @@
 """Imports flow one way: foundation -> domains -> pipeline -> batch/serving -> front ends -> CLI.
 
-Layers, bottom up (``shared/docs/architecture.md`` 7.2 and 7.4):
+Layers, bottom up (``CONTRIBUTING.md``, "Layout and import layers"):
 
 * foundation: ``ragpress/*.py`` (types, exceptions, config, tokens, ...);
 * domains: ``ragpress.compressors``, ``ragpress.retrieval``, ``ragpress.cache`` (independent
@@ -9,6 +9,8 @@ Layers, bottom up (``shared/docs/architecture.md`` 7.2 and 7.4):
 * ``ragpress.middleware.generation`` (answering from soft prompts; builds on the pipeline);
 * ``ragpress.middleware.batch``, ``ragpress.middleware.serving`` and
   ``ragpress.middleware.langchain``;
+* ``ragpress.middleware.evaluation`` (answer-level evaluation; builds on the pipeline and the
+  batch record format);
 * ``ragpress.middleware.proxy``;
 * ``ragpress.cli``.
 
@@ -29,7 +31,7 @@ FOUNDATION = [
 DOMAINS = {"ragpress.compressors", "ragpress.retrieval", "ragpress.cache"}
 MIDDLEWARE = {
     f"ragpress.middleware.{name}"
-    for name in ("pipeline", "generation", "batch", "serving", "langchain", "proxy")
+    for name in ("pipeline", "generation", "batch", "evaluation", "serving", "langchain", "proxy")
 }
 ENTRY_POINTS = {"ragpress.cli", "ragpress.__main__"}
 
@@ -38,13 +40,24 @@ _ABOVE: dict[str, set[str]] = {
     "pipeline": MIDDLEWARE - {"ragpress.middleware.pipeline"},
     "generation": MIDDLEWARE - {"ragpress.middleware.pipeline", "ragpress.middleware.generation"},
     "batch": MIDDLEWARE - {"ragpress.middleware.pipeline", "ragpress.middleware.batch"},
+    "evaluation": MIDDLEWARE
+    - {
+        "ragpress.middleware.pipeline",
+        "ragpress.middleware.batch",
+        "ragpress.middleware.evaluation",
+    },
     "serving": {
         "ragpress.middleware.batch",
+        "ragpress.middleware.evaluation",
         "ragpress.middleware.langchain",
         "ragpress.middleware.proxy",
     },
     "langchain": MIDDLEWARE - {"ragpress.middleware.pipeline", "ragpress.middleware.langchain"},
-    "proxy": {"ragpress.middleware.batch", "ragpress.middleware.langchain"},
+    "proxy": {
+        "ragpress.middleware.batch",
+        "ragpress.middleware.evaluation",
+        "ragpress.middleware.langchain",
+    },
 }
 FORBIDDEN: dict[str, set[str]] = {
     **{

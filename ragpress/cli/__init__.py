@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "index": "ragpress.cli.index:index",
     "serve": "ragpress.cli.serve:serve",
     "distill": "ragpress.cli.distill:distill",
+    "eval": "ragpress.cli.eval:eval_command",
 }
 
 try:

@@ -26,7 +26,7 @@ import hashlib
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 CREATED = 1_700_000_000
 
@@ -76,6 +76,12 @@ def _digest(body: bytes) -> str:
 
 def _reply_text(body: bytes) -> str:
     return f"I read {len(body)} bytes and the answer is forty two."
+
+
+def _last_user_text(request: dict[str, Any]) -> str:
+    users = [m for m in request.get("messages", []) if m.get("role") == "user"]
+    content = users[-1].get("content", "") if users else ""
+    return content if isinstance(content, str) else json.dumps(content)
 
 
 def chat_completion(body: bytes, request: dict[str, Any]) -> dict[str, Any]:
@@ -243,8 +249,9 @@ class _Connection(asyncio.Protocol):
         self.busy = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        self.server._transports.add(transport)
+        # uvloop's transport has Transport's methods without being a subclass
+        self.transport = cast("asyncio.Transport", transport)
+        self.server._transports.add(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is not None:
@@ -315,7 +322,10 @@ class _Connection(asyncio.Protocol):
         anthropic = path == "/v1/messages"
         if not body.get("stream"):
             answer = anthropic_message if anthropic else chat_completion
-            self._send_json(200, answer(request.body, body), extra)
+            payload = answer(request.body, body)
+            if self.server.echo and not anthropic:
+                payload["choices"][0]["message"]["content"] = _last_user_text(body)
+            self._send_json(200, payload, extra)
             return
         events = (anthropic_stream_events if anthropic else chat_stream_events)(request.body, body)
         await self._send_stream(events, extra, fault)
@@ -408,6 +418,9 @@ class FakeLLM:
     """Keep every request in :attr:`requests` (the bench turns this off)."""
     fault: str | None = None
     """A fault applied to every request while set (see the module docstring)."""
+    echo: bool = False
+    """Answer a chat completion with the text of its last user message: a "reader" whose reply
+    holds the answer exactly when its prompt does (evaluation tests)."""
     requests: list[Recorded] = field(default_factory=list)
     port: int = 0
     _transports: set[asyncio.Transport] = field(default_factory=set)

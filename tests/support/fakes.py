@@ -9,6 +9,8 @@ from typing import Literal
 
 import numpy as np
 
+from ragpress.compressors.base import BaseCompressor
+
 
 class HashingEmbedder:
     """Bag-of-words hashing embedder: same words, similar vectors; no model, no download."""
@@ -64,4 +66,31 @@ class EchoPipeline:
             method="echo",
             tokens_before=n,
             tokens_after=n,
+        )
+
+
+class LeadCompressor(BaseCompressor):
+    """Keeps the first sentence of every document, whatever the question and the budget.
+
+    A real (if crude) extractive compressor for evaluation tests: on records whose answer sits
+    later in the document, it provably drops the answer.
+    """
+
+    name = "lead"
+
+    def compress(self, query, passages, options, *, analyses=None):
+        from ragpress.segmentation import split_sentences
+        from ragpress.types import CompressedPassage, CompressionResult
+
+        out = []
+        for passage in passages:
+            spans = split_sentences(passage.text)[:1]
+            text = passage.text[spans[0][0] : spans[0][1]] if spans else ""
+            before, after = len(passage.text.split()), len(text.split())
+            out.append(CompressedPassage(passage, text, tuple(spans), before, after))
+        return CompressionResult(
+            passages=tuple(out),
+            method=self.name,
+            tokens_before=sum(p.tokens_before for p in out),
+            tokens_after=sum(p.tokens_after for p in out),
         )
