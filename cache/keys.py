@@ -1,7 +1,7 @@
 """Cache keys: versioned, namespaced by artefact and compressor, addressed by content hash.
 
-A key reads ``v1:{artefact}:{owner}:{fingerprint}:{sha256 of content}``, for example
-``v1:analysis:sentence_selection:3f9c0a1b2c3d4e5f:9b71...``. The fingerprint changes whenever the
+A key reads ``v2:{artefact}:{owner}:{fingerprint}:{sha256 of content}``, for example
+``v2:analysis:sentence_selection:3f9c0a1b2c3d4e5f:9b71...``. The fingerprint changes whenever the
 compressor's parameters or model revision change, so a new model can never be served an old
 entry; bumping :data:`SCHEMA_VERSION` retires every entry at once without a FLUSHDB. Stores
 prefix keys with their own namespace (``ragpress:``) so deployments can share a server.
@@ -13,7 +13,8 @@ from ragpress.hashing import content_hash, fingerprint_of
 
 __all__ = ["SCHEMA_VERSION", "content_hash", "fingerprint_of", "make_key"]
 
-SCHEMA_VERSION = "v1"
+SCHEMA_VERSION = "v2"
+"""v2: values are sealed (:mod:`ragpress.cache.envelope`); v1 entries are never read."""
 
 
 def make_key(artefact: str, owner: str, fingerprint: str, digest: str) -> str:

@@ -27,7 +27,24 @@ DEFAULT_NAMESPACE = "ragpress"
 DEFAULT_SOCKET_TIMEOUT_SECONDS = 0.5
 _BATCH = 500
 _TTL_JITTER = 0.1  # spread expiries by up to 10% so entries written together do not expire together
-_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# Any failure of the server counts as unavailability, not only the network: a Redis that
+# answers an error (OOM at maxmemory with noeviction, READONLY replica, NOREPLICAS, MISCONF
+# after a failed snapshot, LOADING, ACL refusals) cannot serve as a cache either (issue 21).
+_UNAVAILABLE = (redis.exceptions.RedisError, OSError)
+# Error codes of a Redis that refuses writes (or everything) for now, and what fixes it.
+_REFUSALS = {
+    "OOM": "it is at maxmemory with maxmemory-policy noeviction; give it more memory or set "
+    "maxmemory-policy allkeys-lru (cache entries may then be evicted)",
+    "READONLY": "it is a read-only replica; point the cache URL at the primary",
+    "NOREPLICAS": "fewer replicas than its min-replicas-to-write are connected",
+    "MISCONF": "its last RDB snapshot failed and stop-writes-on-bgsave-error is set; fix its "
+    "disk or persistence settings",
+    "LOADING": "it is loading its dataset into memory",
+    "NOPERM": "its ACL forbids this user a command or the keys; grant the namespace's keys "
+    "and GET, MGET, SET, UNLINK and SCAN",
+    "NOAUTH": "it needs a password; put it in the cache URL (redis://:PASSWORD@host:port/db)",
+    "WRONGPASS": "the user or password in the cache URL is wrong",
+}
 
 
 class RedisCache(CacheStore):
@@ -132,19 +149,41 @@ class RedisCache(CacheStore):
             return None
         return max(1, round(ttl * (1 - random.random() * _TTL_JITTER)))
 
+    @staticmethod
+    def _unavailable(exc: BaseException, doing: str) -> CacheUnavailableError:
+        """The error for a failed operation: what Redis said, and the fix when it is known."""
+        if not isinstance(
+            exc, redis.exceptions.ResponseError | redis.exceptions.AuthenticationError
+        ):
+            return CacheUnavailableError(f"Redis unreachable while {doing}: {exc}")
+        # redis-py strips the code of the errors it maps to a class (and keeps it in
+        # status_code); the others keep it as their first word.
+        said = str(exc)
+        code = getattr(exc, "status_code", None) or (said.split(maxsplit=1) or [""])[0]
+        reason = _REFUSALS.get(code)
+        if reason is not None:
+            return CacheUnavailableError(
+                f"Redis refused {doing} ({code} {said.removeprefix(code).strip()}): {reason}; "
+                "serving without the cache until it accepts again"
+            )
+        return CacheUnavailableError(
+            f"Redis answered an error while {doing} ({type(exc).__name__}: {said}); serving "
+            "without the cache until it accepts again; check the server's log"
+        )
+
     async def ping(self) -> None:
         """Raise :class:`CacheUnavailableError` unless Redis answers."""
         try:
             await self._redis().ping()
         except _UNAVAILABLE as exc:
-            raise CacheUnavailableError(f"Redis unreachable: {exc}") from exc
+            raise self._unavailable(exc, "PING") from exc
 
     async def get(self, key: str) -> bytes | None:
         """Read one value."""
         try:
             value = await self._redis().get(self._k(key))
         except _UNAVAILABLE as exc:
-            raise CacheUnavailableError(f"Redis unreachable while reading {key!r}: {exc}") from exc
+            raise self._unavailable(exc, f"reading {key!r}") from exc
         return None if value is None else _as_bytes(value)
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -156,9 +195,7 @@ class RedisCache(CacheStore):
                 values = await self._redis().mget(chunk)
                 out.extend(None if v is None else _as_bytes(v) for v in values)
         except _UNAVAILABLE as exc:
-            raise CacheUnavailableError(
-                f"Redis unreachable while reading {len(keys)} keys: {exc}"
-            ) from exc
+            raise self._unavailable(exc, f"reading {len(keys)} keys") from exc
         return out
 
     async def set(self, key: str, value: bytes, *, ttl_seconds: float | None = None) -> None:
@@ -166,7 +203,7 @@ class RedisCache(CacheStore):
         try:
             await self._redis().set(self._k(key), value, ex=self._ttl(ttl_seconds))
         except _UNAVAILABLE as exc:
-            raise CacheUnavailableError(f"Redis unreachable while writing {key!r}: {exc}") from exc
+            raise self._unavailable(exc, f"writing {key!r}") from exc
 
     async def set_many(
         self, items: Mapping[str, bytes], *, ttl_seconds: float | None = None
@@ -178,18 +215,20 @@ class RedisCache(CacheStore):
                 pipe = self._redis().pipeline(transaction=False)
                 for key, value in pairs[i : i + _BATCH]:
                     pipe.set(self._k(key), value, ex=self._ttl(ttl_seconds))
-                await pipe.execute()
+                # Errors come back as results, as the server said them (raising would wrap the
+                # first one in a message that quotes the command and its value).
+                for result in await pipe.execute(raise_on_error=False):
+                    if isinstance(result, BaseException):
+                        raise result
         except _UNAVAILABLE as exc:
-            raise CacheUnavailableError(
-                f"Redis unreachable while writing {len(pairs)} keys: {exc}"
-            ) from exc
+            raise self._unavailable(exc, f"writing {len(pairs)} keys") from exc
 
     async def delete(self, key: str) -> bool:
         """Remove one value with ``UNLINK``."""
         try:
             return bool(await self._redis().unlink(self._k(key)))
         except _UNAVAILABLE as exc:
-            raise CacheUnavailableError(f"Redis unreachable while deleting {key!r}: {exc}") from exc
+            raise self._unavailable(exc, f"deleting {key!r}") from exc
 
     async def clear(self) -> None:
         """Remove every key of this namespace, ``SCAN`` + ``UNLINK`` in batches."""
@@ -204,7 +243,7 @@ class RedisCache(CacheStore):
             if batch:
                 await client.unlink(*batch)
         except _UNAVAILABLE as exc:
-            raise CacheUnavailableError(f"Redis unreachable while clearing: {exc}") from exc
+            raise self._unavailable(exc, "clearing the namespace") from exc
 
     async def aclose(self) -> None:
         """Close the connections this store opened on the running event loop.

@@ -22,12 +22,13 @@ segments, and :meth:`BaseCompressor.join_analyses` puts a passage's parts back t
 from __future__ import annotations
 
 import json
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from ragpress.exceptions import ConfigurationError
+from ragpress.exceptions import ConfigurationError, RagpressWarning
 from ragpress.hashing import content_hash, fingerprint_of
 
 if TYPE_CHECKING:
@@ -35,9 +36,12 @@ if TYPE_CHECKING:
 
     from ragpress.types import CompressionOptions, CompressionResult, Passage
 
-__all__ = ["CONFIG_FILE", "AnalysisUnit", "BaseCompressor"]
+__all__ = ["CALLER_ONLY_KEYS", "CONFIG_FILE", "AnalysisUnit", "BaseCompressor", "saved_config"]
 
 CONFIG_FILE = "ragpress_compressor.json"
+CALLER_ONLY_KEYS = frozenset({"trust_remote_code"})
+"""Constructor arguments taken only from the caller, never from a saved folder (issue 21): a
+folder from elsewhere must not be able to switch on running its own code."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,9 @@ class BaseCompressor(ABC):
     """Constructor arguments that take live objects (e.g. ``embedder``), not configuration."""
     analysis_artefact: ClassVar[str | None] = None
     """Cache artefact name of the per-passage analysis, or ``None`` when there is none."""
+    adaptive_budget: ClassVar[bool] = False
+    """Whether :meth:`compress` sizes an auto budget (``target_ratio="auto"``) to the evidence;
+    the pipeline gives other compressors the budget's least compression instead."""
     output_kind: ClassVar[Literal["text", "embeddings"]] = "text"
     """``"embeddings"`` for compressors whose output is ``CompressionResult.embeddings`` (soft
     prompts that only a model taking ``inputs_embeds`` can read), not text."""
@@ -136,6 +143,23 @@ class BaseCompressor(ABC):
         """Inverse of :meth:`encode_analysis` (per unit when :meth:`analysis_units` splits)."""
         raise NotImplementedError(f"{type(self).__name__} has no cacheable analysis")
 
+    def check_analysis(self, item: Any, analysis: Any) -> None:  # noqa: B027 - optional hook
+        """Check that a decoded cache entry can be the analysis of ``item``.
+
+        The pipeline calls it on every entry it reads from the cache, before use; an entry
+        that fails is a miss and is recomputed. A well-formed entry can still be wrong (copied
+        from another key, written by an older release, tampered with), so compressors check
+        what the selection relies on: shapes against the model, spans against the text, token
+        counts, finite numbers. The default checks nothing.
+
+        Args:
+            item: The unit's item (:attr:`AnalysisUnit.item`; the passage by default).
+            analysis: What :meth:`decode_analysis` returned.
+
+        Raises:
+            ValueError: The entry cannot be the analysis of ``item``; the message says why.
+        """
+
     @abstractmethod
     def compress(
         self,
@@ -168,7 +192,8 @@ class BaseCompressor(ABC):
         """
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
-        payload = {"name": self.name, "version": self.version, "config": self.get_config_dict()}
+        config = {k: v for k, v in self.get_config_dict().items() if k not in CALLER_ONLY_KEYS}
+        payload = {"name": self.name, "version": self.version, "config": config}
         (folder / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
     @classmethod
@@ -178,7 +203,9 @@ class BaseCompressor(ABC):
         Args:
             path: The folder given to :meth:`save`.
             **overrides: Constructor arguments that replace saved ones (e.g. ``device``) or
-                that cannot be saved (e.g. an ``embedder`` object).
+                that cannot be saved (e.g. an ``embedder`` object). ``trust_remote_code`` is
+                only ever taken from here: a saved file that sets it is ignored, with a
+                warning.
         """
         config_file = Path(path) / CONFIG_FILE
         try:
@@ -191,8 +218,34 @@ class BaseCompressor(ABC):
             raise ConfigurationError(
                 f"{config_file} holds a {payload.get('name')!r} compressor, not {cls.name!r}"
             )
-        return cls(**{**payload["config"], **overrides})
+        return cls(**{**saved_config(config_file, payload.get("config")), **overrides})
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config_dict().items())
         return f"{type(self).__name__}({args})"
+
+
+def saved_config(config_file: Path, config: Any) -> dict[str, Any]:
+    """The constructor arguments saved in ``config_file``, without :data:`CALLER_ONLY_KEYS`.
+
+    A saved file that sets one of those (``trust_remote_code``) is ignored for that key, with a
+    warning: only the caller decides whether a checkpoint may run its own code.
+
+    Raises:
+        ConfigurationError: ``config`` is not an object.
+    """
+    if not isinstance(config, dict):
+        raise ConfigurationError(
+            f"{config_file}: 'config' must be an object of constructor arguments, not "
+            f"{type(config).__name__}; save the compressor again"
+        )
+    refused = sorted(k for k in config if k in CALLER_ONLY_KEYS and config[k])
+    if refused:
+        warnings.warn(
+            f"{config_file} sets {', '.join(f'{k}={config[k]!r}' for k in refused)}; ignored, "
+            "since a saved folder may not allow running its own code. If you trust it, pass "
+            f"{', '.join(f'{k}=True' for k in refused)} to load() (or as a --param)",
+            RagpressWarning,
+            stacklevel=3,
+        )
+    return {k: v for k, v in config.items() if k not in CALLER_ONLY_KEYS}

@@ -54,11 +54,24 @@ if TYPE_CHECKING:
 
     import numpy.typing as npt
 
-    from ragpress.types import Embedder, Passage
+    from ragpress.types import Embedder, Passage, TokenCounter
 
-__all__ = ["SentenceAnalysis", "SentenceSelectionCompressor"]
+__all__ = [
+    "DEFAULT_AUTO_MARGIN",
+    "DEFAULT_AUTO_MAX_DOCUMENTS",
+    "SentenceAnalysis",
+    "SentenceSelectionCompressor",
+]
+
+DEFAULT_AUTO_MARGIN = 0.1
+"""Score gap within which a document counts as evidence for ``target_ratio="auto"``. Measured
+on nq_train (200 records): the gold passage is among the evidence documents of 97% of the
+questions, with 1.14 documents on average."""
+DEFAULT_AUTO_MAX_DOCUMENTS = 3
+"""Most evidence documents an auto budget is sized for."""
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+_SPACED = re.compile(r"\S+")
 # Function words that carry no evidence on their own (English; IDF handles other languages).
 _STOPWORDS = frozenset(
     [
@@ -181,10 +194,14 @@ class SentenceSelectionCompressor(BaseCompressor):
         dominance_margin: Lead of the best document's best sentence over the runner-up's at
             which the handicap has faded to nothing (0 applies it always).
         max_sentence_chars: Longest unit the splitter returns.
+        auto_margin: With ``target_ratio="auto"``, the score gap within which a document counts
+            as evidence and sizes the budget.
+        auto_max_documents: With ``target_ratio="auto"``, the most evidence documents.
     """
 
     name: ClassVar[str] = "sentence_selection"
-    version: ClassVar[str] = "1"
+    adaptive_budget: ClassVar[bool] = True
+    version: ClassVar[str] = "2"  # 2: an over-budget best sentence is trimmed, not skipped
     config_keys: ClassVar[tuple[str, ...]] = (
         "tokenizer",
         "language",
@@ -195,6 +212,8 @@ class SentenceSelectionCompressor(BaseCompressor):
         "document_decay",
         "dominance_margin",
         "max_sentence_chars",
+        "auto_margin",
+        "auto_max_documents",
     )
     injected_keys: ClassVar[tuple[str, ...]] = ("embedder",)
     analysis_artefact: ClassVar[str | None] = "sentences"
@@ -212,6 +231,8 @@ class SentenceSelectionCompressor(BaseCompressor):
         document_decay: float = 0.25,
         dominance_margin: float = 0.25,
         max_sentence_chars: int = DEFAULT_MAX_SENTENCE_CHARS,
+        auto_margin: float = DEFAULT_AUTO_MARGIN,
+        auto_max_documents: int = DEFAULT_AUTO_MAX_DOCUMENTS,
     ) -> None:
         for key, value in (
             ("document_weight", document_weight),
@@ -219,11 +240,14 @@ class SentenceSelectionCompressor(BaseCompressor):
             ("neighbor_weight", neighbor_weight),
             ("document_decay", document_decay),
             ("dominance_margin", dominance_margin),
+            ("auto_margin", auto_margin),
         ):
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigurationError(f"{key}={value} must be a finite number >= 0")
         if max_sentence_chars < 20:
             raise ConfigurationError(f"max_sentence_chars={max_sentence_chars} must be >= 20")
+        if auto_max_documents < 1:
+            raise ConfigurationError(f"auto_max_documents={auto_max_documents} must be >= 1")
         self.embedder = embedder
         self.tokenizer = tokenizer
         self.language = language
@@ -234,6 +258,8 @@ class SentenceSelectionCompressor(BaseCompressor):
         self.document_decay = float(document_decay)
         self.dominance_margin = float(dominance_margin)
         self.max_sentence_chars = max_sentence_chars
+        self.auto_margin = float(auto_margin)
+        self.auto_max_documents = auto_max_documents
         self._counter = get_token_counter(tokenizer)
 
     def model_revision(self) -> str:
@@ -320,26 +346,33 @@ class SentenceSelectionCompressor(BaseCompressor):
         if analyses is None:
             analyses = self.analyze(passages)
         total_tokens = sum(a.text_tokens for a in analyses)
-        budget = options.budget(total_tokens)
         scores = self.score(query, passages, analyses)
+        budget = (
+            self._evidence_budget(analyses, scores, options, total_tokens)
+            if options.adaptive
+            else options.budget(total_tokens)
+        )
         forced = self._forced(passages, analyses, options.keep)
         selected = _select(analyses, scores, forced, budget, options, self._decay(scores))
-        texts = [
-            join_spans(p.text, [tuple(a.spans[k]) for k in sorted(chosen)])
-            for p, a, chosen in zip(passages, analyses, selected, strict=True)
+        kept: list[list[tuple[int, int]]] = [
+            [(int(a.spans[k][0]), int(a.spans[k][1])) for k in sorted(chosen)]
+            for a, chosen in zip(analyses, selected, strict=True)
         ]
+        if budget is not None:
+            self._trim_best_into_budget(query, passages, analyses, scores, forced, budget, kept)
+        texts = [join_spans(p.text, spans) for p, spans in zip(passages, kept, strict=True)]
         after = self._counter.count_many(texts)
         results = tuple(
             CompressedPassage(
                 source=passage,
                 text=text,
-                spans=tuple((int(a.spans[k][0]), int(a.spans[k][1])) for k in sorted(chosen)),
+                spans=tuple(spans),
                 tokens_before=a.text_tokens,
                 tokens_after=tokens,
                 score=float(s.max()) if s.size else None,
             )
-            for passage, a, chosen, text, tokens, s in zip(
-                passages, analyses, selected, texts, after, scores, strict=True
+            for passage, a, spans, text, tokens, s in zip(
+                passages, analyses, kept, texts, after, scores, strict=True
             )
         )
         return CompressionResult(
@@ -390,6 +423,71 @@ class SentenceSelectionCompressor(BaseCompressor):
             out.append((local + 0.5 * (a.embeddings @ overall) + lead).astype(np.float32))
         return out
 
+    def _evidence_budget(
+        self,
+        analyses: Sequence[SentenceAnalysis],
+        scores: Sequence[npt.NDArray[np.float32]],
+        options: CompressionOptions,
+        total_tokens: int,
+    ) -> int:
+        """The budget of ``target_ratio="auto"``: as many tokens as the evidence documents hold.
+
+        A document is evidence when its best sentence scores within ``auto_margin`` of the best
+        sentence overall (at most ``auto_max_documents`` of them): one document when it
+        dominates (a single-hop question), several when they score alike. Their length, bounded
+        by ``min_ratio`` and ``max_ratio``, is the budget the usual selection then fills.
+        """
+        best = sorted(((float(s.max()), i) for i, s in enumerate(scores) if s.size), reverse=True)
+        if not best:
+            return 0
+        evidence = [i for score, i in best if score >= best[0][0] - self.auto_margin]
+        wanted = sum(analyses[i].text_tokens for i in evidence[: self.auto_max_documents])
+        fewest, most = options.auto_bounds(total_tokens)
+        return max(fewest, min(most, wanted))
+
+    def _trim_best_into_budget(
+        self,
+        query: str | None,
+        passages: Sequence[Passage],
+        analyses: Sequence[SentenceAnalysis],
+        scores: Sequence[npt.NDArray[np.float32]],
+        forced: Sequence[set[int]],
+        budget: int,
+        kept: list[list[tuple[int, int]]],
+    ) -> None:
+        """Keep part of the best sentence when it alone is longer than the budget.
+
+        Whole sentences are the unit, so the greedy skips a best sentence that cannot fit and
+        fills the budget with lesser ones. Instead, the budget left after the forced sentences
+        goes to the window of the best sentence (cut at word boundaries; spans stay exact) that
+        holds the most query terms, and the lesser sentences are dropped.
+        """
+        best = max(
+            ((i, int(k)) for i, s in enumerate(scores) for k in range(s.size)),
+            key=lambda ik: float(scores[ik[0]][ik[1]]),
+            default=None,
+        )
+        if best is None:
+            return
+        i, k = best
+        start, end = int(analyses[i].spans[k][0]), int(analyses[i].spans[k][1])
+        if (start, end) in kept[i]:
+            return
+        forced_spans = [
+            [(int(a.spans[f][0]), int(a.spans[f][1])) for f in sorted(fs)]
+            for a, fs in zip(analyses, forced, strict=True)
+        ]
+        room = budget - sum(
+            int(a.tokens[f]) for a, fs in zip(analyses, forced, strict=True) for f in fs
+        )
+        window = _best_window(
+            passages[i].text, start, end, _terms(query or ""), room, self._counter
+        )
+        if window is None:
+            return
+        kept[:] = forced_spans
+        kept[i] = sorted([*kept[i], window])
+
     def _forced(
         self,
         passages: Sequence[Passage],
@@ -401,6 +499,30 @@ class SentenceSelectionCompressor(BaseCompressor):
             units_holding(p.text, a.spans.tolist(), keep)
             for p, a in zip(passages, analyses, strict=True)
         ]
+
+    def check_analysis(self, item: Any, analysis: Any) -> None:
+        """Refuse a cached analysis that cannot be this passage's (issue 21).
+
+        Spans must be the text's sentences (inside it, in order, covering it), every sentence
+        at least one token, and the embeddings finite and of the embedder's dimension.
+
+        Raises:
+            ValueError: Saying what does not fit; the pipeline then recomputes the analysis.
+        """
+        from ragpress.compressors._checks import (
+            check_counts,
+            check_sentence_spans,
+            check_vectors,
+        )
+
+        if not isinstance(analysis, SentenceAnalysis):
+            raise ValueError(f"expected a SentenceAnalysis, got {type(analysis).__name__}")
+        text: str = item.text
+        count = check_sentence_spans(text, analysis.spans).shape[0]
+        check_counts(text, analysis.tokens, count, analysis.text_tokens)
+        dimension = getattr(self.embedder, "dimension", None)
+        check_vectors(analysis.embeddings, (count, dimension), "sentence embeddings")
+        check_vectors(analysis.document, (dimension,), "the document embedding")
 
 
 def _select(
@@ -441,6 +563,49 @@ def _select(
             penalty = document_decay * len(chosen[i] - forced[i])
             heapq.heappush(heap, (-float(scores[i][nxt]) + penalty, i, position + 1))
     return chosen
+
+
+def _best_window(
+    text: str,
+    start: int,
+    end: int,
+    query_terms: set[str],
+    limit: int,
+    counter: TokenCounter,
+) -> tuple[int, int] | None:
+    """The run of whole words of ``text[start:end]`` within ``limit`` tokens with most query terms.
+
+    Among runs with as many distinct query terms, the earliest wins. ``None`` when not even one
+    word fits.
+    """
+    words = [(start + m.start(), start + m.end()) for m in _SPACED.finditer(text[start:end])]
+    if not words or limit <= 0:
+        return None
+    costs = counter.count_many([text[a:b] for a, b in words])
+    found = [_terms(text[a:b]) & query_terms for a, b in words]
+    best: tuple[int, int, int] | None = None  # (distinct terms, first word, last word)
+    last, total = 0, 0  # words[first:last] is the longest run from `first` that fits
+    for first in range(len(words)):
+        if last < first:
+            last, total = first, 0
+        while last < len(words) and total + costs[last] <= limit:
+            total += costs[last]
+            last += 1
+        if last > first:
+            hits = len(set().union(*found[first:last]))
+            if best is None or hits > best[0]:
+                best = (hits, first, last - 1)
+            total -= costs[first]
+    if best is None:
+        return None
+    _, first, final = best
+    # Words were counted apart; joined, a token can straddle a boundary, so check the run.
+    while final >= first:
+        span = (words[first][0], words[final][1])
+        if counter.count(text[span[0] : span[1]]) <= limit:
+            return span
+        final -= 1
+    return None
 
 
 def _neighbour_max(values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from ragpress._defaults import DEFAULT_EMBEDDING_MODEL, DEFAULT_MAX_DOCUMENT_CHARS
+from ragpress.exceptions import ConfigurationError
 
 __all__ = [
     "DEFAULT_EMBEDDING_MODEL",
@@ -44,7 +46,37 @@ DEFAULT_CACHE_MAX_BYTES = 256 * 1024 * 1024
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    # hide_input_in_errors: a rejected value may be a key or a URL with a password in it
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, hide_input_in_errors=True
+    )
+
+
+def _string_list(value: Any, variable: str) -> Any:
+    """A list of strings from a JSON list or, in the environment, a comma-separated string.
+
+    ``RAGPRESS_PROXY__API_KEYS=key1,key2`` and ``'["key1","key2"]'`` mean the same list (a
+    value that starts with ``[`` is read as JSON, so keys holding commas can be written so).
+
+    Raises:
+        ConfigurationError: A value that starts with ``[`` but is not a JSON list; the message
+            names the variable, never the value (it may hold keys).
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text.startswith("["):
+        return [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, list):
+        raise ConfigurationError(
+            f"{variable} is not a valid JSON list; write it as JSON, "
+            f'{variable}=\'["first", "second"]\', or comma-separated, {variable}=first,second'
+        )
+    return parsed
 
 
 class StageSettings(_Section):
@@ -67,8 +99,13 @@ class CompressionSettings(_Section):
     """Constructor arguments of a single-method setup."""
     stages: list[StageSettings] = Field(default_factory=list)
     """Explicit chain with per-stage parameters; overrides ``method`` and ``params``."""
-    target_ratio: float | None = Field(DEFAULT_TARGET_RATIO, ge=1)
-    """Default budget as original/compressed tokens (3 keeps about a third)."""
+    target_ratio: Annotated[float, Field(ge=1)] | Literal["auto"] | None = DEFAULT_TARGET_RATIO
+    """Default budget as original/compressed tokens (3 keeps about a third), or ``auto``: sized
+    to the evidence found, between ``min_ratio`` and ``max_ratio``."""
+    min_ratio: float | None = Field(None, ge=1)
+    """With ``target_ratio=auto``: the least compression (default 2)."""
+    max_ratio: float | None = Field(None, ge=1)
+    """With ``target_ratio=auto``: the most compression (default 20)."""
     rate: float | None = Field(None, gt=0, le=1)
     """Default budget as the fraction of tokens to keep; replaces ``target_ratio``."""
     target_tokens: int | None = Field(None, ge=0)
@@ -89,6 +126,8 @@ class CompressionSettings(_Section):
                 self.target_ratio = None
             if sum(x is not None for x in (self.target_ratio, self.rate, self.target_tokens)) > 1:
                 raise ValueError("set only one of target_ratio, rate, target_tokens")
+        if (self.min_ratio or self.max_ratio) and self.target_ratio != "auto":
+            raise ValueError("min_ratio and max_ratio bound target_ratio=auto; set it or drop them")
         return self
 
     def chain(self) -> list[StageSettings]:
@@ -129,6 +168,9 @@ class CacheSettings(_Section):
     """When the cache is unreachable, serve without it (true) or fail the request (false)."""
     retry_after_seconds: float = Field(5.0, ge=0)
     """After a cache failure, how long to serve without the cache before trying it again."""
+    signing_key: SecretStr | None = None
+    """Secret that signs every cache entry (HMAC-SHA256), for a Redis shared with others: an
+    entry written without it is a miss. Empty: entries carry a checksum only."""
 
 
 class RetrievalSettings(_Section):
@@ -181,8 +223,9 @@ class ImageSettings(_Section):
 
     enabled: bool = False
     """Compress image parts (data URLs, allow-listed https URLs) and base64 PDF parts."""
-    allow_hosts: list[str] = Field(default_factory=list)
-    """Hosts whose https image URLs the proxy may fetch (`cdn.example.org`, `*.example.org`)."""
+    allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Hosts whose https image URLs the proxy may fetch (`cdn.example.org`, `*.example.org`):
+    a JSON list, or comma-separated."""
     on_disallowed_url: Literal["pass", "reject"] = "pass"
     """A URL not on allow_hosts: pass it on untouched (the provider fetches it) or answer 400."""
     ocr: bool = True
@@ -198,6 +241,11 @@ class ImageSettings(_Section):
     """Longest time to fetch one allow-listed image URL."""
     ca_file: Path | None = None
     """PEM bundle of the CAs trusted when fetching images; empty: the certifi bundle."""
+
+    @field_validator("allow_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        return _string_list(value, "RAGPRESS_PROXY__IMAGES__ALLOW_HOSTS")
 
 
 class SoftPromptSettings(_Section):
@@ -224,16 +272,32 @@ class ProxySettings(_Section):
 
     compress_by_default: bool = True
     """Compress marked context when a request says nothing (false: only on request)."""
-    methods: list[str] = Field(default_factory=list)
-    """Registry names clients may pick per request, besides the configured method."""
+    methods: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Registry names clients may pick per request, besides the configured method (a JSON
+    list, or comma-separated)."""
     fail_open: bool = True
     """On a compressor error or timeout, forward the request uncompressed (true) or fail it."""
     compression_timeout_seconds: float = Field(30.0, gt=0)
     """Longest time compression may take before the fail_open policy applies."""
-    api_keys: list[SecretStr] = Field(default_factory=list)
-    """Keys clients must present (x-ragpress-key, or the Bearer/x-api-key); empty: no check."""
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """Keys clients must present (x-ragpress-key, or the Bearer/x-api-key); empty: no check.
+    A JSON list (`'["key1","key2"]'`), or comma-separated (`key1,key2`)."""
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
     """Largest request body accepted; larger ones get 413."""
+    max_header_bytes: int = Field(64 * 1024, ge=8 * 1024)
+    """Largest request head (request line and all headers) the server reads; a larger one gets
+    431 and the connection is closed before more of it is buffered."""
+    max_options_header_bytes: int = Field(8 * 1024, gt=0)
+    """Largest `x-ragpress` options header accepted; a larger one gets 431."""
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    """Longest time a client may take to send a request's headers (from its first byte, or
+    from connecting); a slower or silent connection is closed."""
+    keepalive_timeout_seconds: float = Field(30.0, gt=0)
+    """How long an idle connection stays open after a response (uvicorn; granian closes idle
+    connections after header_timeout_seconds)."""
+    max_concurrency: int | None = Field(1024, gt=0)
+    """Most connections and requests served at once (uvicorn answers more with 503; granian
+    queues them); empty: no limit."""
     access_log: bool = True
     """Log one line per request (route, status, milliseconds, tokens; never content or keys)."""
     log_format: Literal["json", "text"] = "json"
@@ -249,6 +313,11 @@ class ProxySettings(_Section):
     soft: SoftPromptSettings = Field(default_factory=SoftPromptSettings)
     """Soft prompts (method compllm)."""
 
+    @field_validator("api_keys", "methods", mode="before")
+    @classmethod
+    def _lists(cls, value: Any, info: Any) -> Any:
+        return _string_list(value, f"RAGPRESS_PROXY__{str(info.field_name).upper()}")
+
 
 class RagpressSettings(BaseSettings):
     """All ragpress settings. Precedence: keyword arguments > environment > env file > defaults.
@@ -262,7 +331,21 @@ class RagpressSettings(BaseSettings):
         env_nested_delimiter="__",
         extra="ignore",
         use_attribute_docstrings=True,
+        hide_input_in_errors=True,
     )
+
+    def __init__(self, **values: Any) -> None:
+        """Read the settings; keyword arguments win over the environment.
+
+        Raises:
+            ConfigurationError: A list or object setting whose value is not JSON (the message
+                names the variable and the form it takes).
+            pydantic.ValidationError: A value of the wrong type or out of range.
+        """
+        try:
+            super().__init__(**values)
+        except SettingsError as exc:
+            raise ConfigurationError(_explain(exc, values.get("_env_file"))) from None
 
     compression: CompressionSettings = Field(default_factory=CompressionSettings)
     """What compresses, and the default budget."""
@@ -276,6 +359,61 @@ class RagpressSettings(BaseSettings):
     """The LLM APIs behind the proxy."""
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     """The REST proxy."""
+
+
+def _explain(exc: SettingsError, env_file: Any) -> str:
+    """Name the ``RAGPRESS_*`` variables that should hold JSON and do not (never their values)."""
+    values: dict[str, str | None] = dict(os.environ)
+    if env_file:
+        from dotenv import dotenv_values  # pydantic-settings' own dependency
+
+        files = env_file if isinstance(env_file, list | tuple) else [env_file]
+        for path in files:
+            if Path(path).is_file():
+                values.update(dotenv_values(path))
+    found = []
+    for name, value in values.items():
+        kind = _complex_kind(name)
+        if kind is None or value is None:
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            example = '\'["first", "second"]\'' if kind == "list" else '\'{"name": "value"}\''
+            found.append(f"{name.upper()} must be JSON, e.g. {name.upper()}={example}")
+    if not found:
+        return f"{exc}; list and object settings take JSON (see `ragpress config env`)"
+    return "; ".join(found)
+
+
+def _complex_kind(variable: str) -> Literal["list", "object"] | None:
+    """``list`` or ``object`` when ``variable`` sets a JSON-valued setting, else ``None``."""
+    if not variable.upper().startswith("RAGPRESS_"):
+        return None
+    model: type[BaseModel] = RagpressSettings
+    names = variable[len("RAGPRESS_") :].lower().split("__")
+    for position, name in enumerate(names):
+        field = model.model_fields.get(name)
+        if field is None:
+            return None
+        annotation = field.annotation
+        union = get_origin(annotation) in (Union, UnionType)
+        options = [a for a in get_args(annotation) if a is not type(None)] if union else []
+        options = options or [annotation]
+        nested = [a for a in options if isinstance(a, type) and issubclass(a, BaseModel)]
+        if nested and position < len(names) - 1:
+            model = nested[0]
+            continue
+        if position < len(names) - 1:
+            return None
+        if any(m is NoDecode for m in field.metadata):
+            return None  # read by its own validator (comma-separated lists)
+        origins = {get_origin(a) or a for a in options}
+        if origins & {list, tuple, set}:
+            return "list"
+        if origins & {dict} or nested:
+            return "object"
+    return None
 
 
 def settings_table(settings_type: type[BaseModel] = RagpressSettings) -> str:

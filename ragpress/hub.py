@@ -10,22 +10,44 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from pathlib import Path
 
-from ragpress.exceptions import ModelNotFoundError
+from ragpress.exceptions import ConfigurationError, ModelNotFoundError
 
-__all__ = ["model_not_found", "model_revision"]
+__all__ = ["file_digest", "model_not_found", "model_revision", "unsafe_checkpoint"]
 
 _SNAPSHOT = re.compile(r"/snapshots/([0-9a-f]{40})(?:/|$)")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".model", ".json", ".txt")
+_WEIGHT_SUFFIXES = (
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".onnx",
+    ".gguf",
+    ".h5",
+    ".msgpack",
+    ".npz",
+    ".npy",
+    ".model",
+    ".json",
+    ".txt",
+    ".py",  # remote code changes behaviour as much as weights do
+)
+# Whole-file digests by (resolved path, size, mtime_ns): each weight file is read once per
+# process, however often a compressor is built on it.
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGESTS_LOCK = threading.Lock()
 
 
 def model_revision(name_or_path: str) -> str:
     """A stable identifier of the weights behind ``name_or_path``.
 
     * a hub snapshot (a cached id, or a path inside ``.../snapshots/<commit>/``): the commit;
-    * a local folder: a hash of its file names, sizes and the first and last MiB of each
-      weight or config file (cheap on multi-GB checkpoints, sensitive to re-training);
+    * a local folder: a hash of its file names, sizes and the full content of each weight,
+      code or config file (read once per process and remembered by path, size and
+      modification time, so a model retrained in place gets a new revision);
     * an id that is not in the local cache: ``"unresolved"``.
     """
     path = Path(name_or_path).expanduser()
@@ -52,6 +74,24 @@ def model_not_found(
     )
 
 
+def unsafe_checkpoint(
+    name_or_path: str, reason: object, *, what: str = "model"
+) -> ConfigurationError:
+    """The error for a pickle checkpoint that holds more than tensors (issue 21).
+
+    Models load with ``torch.load(weights_only=True)``, which refuses to run the code a pickle
+    can carry; this turns torch's refusal (whose advice is to switch that off) into ours.
+    """
+    lines = [line.strip() for line in str(reason).splitlines() if "GLOBAL" in line.upper()]
+    detail = f" ({lines[0]})" if lines else ""
+    return ConfigurationError(
+        f"{what} {name_or_path!r} has a pickle weights file (pytorch_model.bin or similar) that "
+        f"holds more than tensors{detail}; ragpress loads only tensors from pickles and never "
+        "runs code from a checkpoint. Use a checkpoint in safetensors format "
+        "(model.safetensors), or convert this one where you trust its origin"
+    )
+
+
 def _cached_snapshot(repo_id: str) -> Path | None:
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -71,9 +111,25 @@ def _hash_folder(path: Path) -> str:
         size = file.stat().st_size
         digest.update(f"{file.relative_to(path) if path.is_dir() else file.name}:{size}".encode())
         if file.suffix in _WEIGHT_SUFFIXES:
-            with file.open("rb") as handle:
-                digest.update(handle.read(1 << 20))
-                if size > 2 << 20:
-                    handle.seek(-(1 << 20), 2)
-                    digest.update(handle.read())
+            digest.update(f":{file_digest(file)}\n".encode())
     return "sha256:" + digest.hexdigest()[:16]
+
+
+def file_digest(file: Path) -> str:
+    """SHA-256 of the whole file, streamed; remembered per (path, size, mtime_ns).
+
+    Issue 21: hashing only the first and last MiB missed a model retrained in place. A file
+    rewritten with the same size within the file system's timestamp granularity (a few
+    milliseconds on some) keeps its remembered digest until the process restarts.
+    """
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _DIGESTS_LOCK:
+        known = _DIGESTS.get(key)
+    if known is not None:
+        return known
+    with file.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    with _DIGESTS_LOCK:
+        _DIGESTS[key] = digest
+    return digest

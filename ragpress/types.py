@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
 
 from ragpress.exceptions import RequestValidationError
 
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 __all__ = [
+    "AUTO",
+    "DEFAULT_AUTO_MAX_RATIO",
+    "DEFAULT_AUTO_MIN_RATIO",
     "ArrayLike",
     "CompressedPassage",
     "CompressionOptions",
@@ -75,6 +78,14 @@ class SearchHit:
     """Higher is more similar (inner product of normalised vectors: cosine)."""
 
 
+AUTO: Final = "auto"
+"""``target_ratio=AUTO``: the compressor sizes each budget to the evidence it finds."""
+DEFAULT_AUTO_MIN_RATIO = 2.0
+"""With ``target_ratio="auto"``, the least compression (keep at most half) unless set."""
+DEFAULT_AUTO_MAX_RATIO = 20.0
+"""With ``target_ratio="auto"``, the most compression (keep at least a twentieth) unless set."""
+
+
 @dataclass(frozen=True, slots=True)
 class CompressionOptions:
     """Per-call budget and constraints. ``None`` means "use the configured default".
@@ -82,14 +93,20 @@ class CompressionOptions:
     Give at most one of ``target_ratio``, ``rate`` and ``target_tokens``.
     """
 
-    target_ratio: float | None = None
-    """Original tokens / compressed tokens, at least 1 (3 keeps about a third)."""
+    target_ratio: float | Literal["auto"] | None = None
+    """Original tokens / compressed tokens, at least 1 (3 keeps about a third); or ``"auto"``:
+    the compressor keeps what its evidence needs, between ``min_ratio`` and ``max_ratio``
+    (compressors that cannot adapt compress to ``min_ratio``)."""
     rate: float | None = None
     """Fraction of tokens to keep, in (0, 1] (the LLMLingua convention)."""
     target_tokens: int | None = None
     """Hard token budget for the whole request."""
     keep: tuple[str, ...] = ()
     """Strings that must survive verbatim (their sentence or words are always kept)."""
+    min_ratio: float | None = None
+    """With ``target_ratio="auto"``: the least compression (default 2: keep at most half)."""
+    max_ratio: float | None = None
+    """With ``target_ratio="auto"``: the most compression (default 20)."""
 
     def __post_init__(self) -> None:
         given = [
@@ -101,14 +118,21 @@ class CompressionOptions:
                 "rate=0.33 keeps a third, target_tokens=500 keeps at most 500 tokens",
                 param=given[1],
             )
-        if self.target_ratio is not None and not (
-            math.isfinite(self.target_ratio) and self.target_ratio >= 1
+        if (
+            self.target_ratio is not None
+            and self.target_ratio != AUTO
+            and not (
+                isinstance(self.target_ratio, int | float)
+                and math.isfinite(self.target_ratio)
+                and self.target_ratio >= 1
+            )
         ):
             raise RequestValidationError(
-                f"target_ratio={self.target_ratio} must be a number >= 1 (original tokens / "
-                "compressed tokens, e.g. 3); for a fraction to keep, use rate=0.3",
+                f"target_ratio={self.target_ratio!r} must be a number >= 1 (original tokens / "
+                'compressed tokens, e.g. 3) or "auto"; for a fraction to keep, use rate=0.3',
                 param="target_ratio",
             )
+        self._check_auto_bounds()
         if self.rate is not None and not (math.isfinite(self.rate) and 0 < self.rate <= 1):
             raise RequestValidationError(
                 f"rate={self.rate} must be in (0, 1]: the fraction of tokens to keep, e.g. 0.33",
@@ -137,6 +161,51 @@ class CompressionOptions:
                 )
         object.__setattr__(self, "keep", keep)
 
+    def _check_auto_bounds(self) -> None:
+        for name in ("min_ratio", "max_ratio"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if self.target_ratio != AUTO:
+                raise RequestValidationError(
+                    f'{name} bounds target_ratio="auto" and cannot be used without it; set '
+                    f'target_ratio="auto", or drop {name}',
+                    param=name,
+                )
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 1):
+                raise RequestValidationError(
+                    f"{name}={value!r} must be a number >= 1 (a compression ratio)", param=name
+                )
+        low, high = self.ratio_bounds
+        if self.adaptive and low > high:
+            raise RequestValidationError(
+                f"min_ratio={low} is above max_ratio={high}; the auto budget needs "
+                "min_ratio <= max_ratio",
+                param="min_ratio",
+            )
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the budget is ``"auto"``: sized per request by the compressor."""
+        return self.target_ratio == AUTO
+
+    @property
+    def ratio_bounds(self) -> tuple[float, float]:
+        """``(min_ratio, max_ratio)`` of an auto budget, defaults filled in."""
+        return (
+            DEFAULT_AUTO_MIN_RATIO if self.min_ratio is None else float(self.min_ratio),
+            DEFAULT_AUTO_MAX_RATIO if self.max_ratio is None else float(self.max_ratio),
+        )
+
+    def fixed(self) -> CompressionOptions:
+        """These options with an auto budget replaced by its least compression (``min_ratio``).
+
+        What a compressor that cannot size its budget to the evidence applies.
+        """
+        if not self.adaptive:
+            return self
+        return CompressionOptions(target_ratio=self.ratio_bounds[0], keep=self.keep)
+
     @property
     def has_budget(self) -> bool:
         """Whether any of the three budget fields is set."""
@@ -155,21 +224,34 @@ class CompressionOptions:
             rate=budget.rate,
             target_tokens=budget.target_tokens,
             keep=keep,
+            min_ratio=budget.min_ratio,
+            max_ratio=budget.max_ratio,
         )
 
     def budget(self, total_tokens: int) -> int | None:
         """Tokens the whole request may keep, or ``None`` when no budget is set.
+
+        An auto budget gives its ceiling here (``total_tokens / min_ratio``); compressors that
+        adapt choose less, within :meth:`auto_bounds`.
 
         Args:
             total_tokens: Tokens of all passages before compression.
         """
         if self.target_tokens is not None:
             return self.target_tokens
+        if self.adaptive:
+            return round(total_tokens / self.ratio_bounds[0])
         if self.target_ratio is not None:
+            assert not isinstance(self.target_ratio, str)
             return round(total_tokens / self.target_ratio)
         if self.rate is not None:
             return round(total_tokens * self.rate)
         return None
+
+    def auto_bounds(self, total_tokens: int) -> tuple[int, int]:
+        """``(fewest, most)`` tokens an auto budget may keep of ``total_tokens``."""
+        low, high = self.ratio_bounds
+        return (round(total_tokens / high), round(total_tokens / low))
 
 
 class ArrayLike(Protocol):

@@ -9,6 +9,7 @@ Any other hub id or local folder loads through sentence-transformers as usual.
 from __future__ import annotations
 
 import importlib.util
+import pickle
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 from ragpress._defaults import DEFAULT_EMBEDDING_MODEL
 from ragpress.exceptions import ConfigurationError, MissingDependencyError
 from ragpress.hashing import fingerprint_of
-from ragpress.hub import model_not_found, model_revision
+from ragpress.hub import model_not_found, model_revision, unsafe_checkpoint
 
 try:
     import numpy as np
@@ -82,6 +83,8 @@ class SentenceTransformerEmbedder:
         path = resolve_embedding_model(model)
         try:
             self._model = SentenceTransformer(path, device=device)
+        except pickle.UnpicklingError as exc:
+            raise unsafe_checkpoint(model, exc, what="embedding model") from None
         except (OSError, ValueError) as exc:
             raise model_not_found(model, exc, what="embedding model") from exc
         if max_seq_length is not None:

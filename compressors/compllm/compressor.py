@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from ragpress.compressors._keep import units_holding
-from ragpress.compressors.base import CONFIG_FILE, AnalysisUnit, BaseCompressor
+from ragpress.compressors.base import CONFIG_FILE, AnalysisUnit, BaseCompressor, saved_config
 from ragpress.compressors.compllm.model import DEFAULT_BATCH_SIZE, ConceptEncoder, DTypeName
 from ragpress.compressors.compllm.prompt import DEFAULT_INSTRUCTION, PromptParts, PromptTemplate
 from ragpress.compressors.compllm.segments import (
@@ -248,6 +248,26 @@ class CompLLMCompressor(BaseCompressor):
             )
         return tensor
 
+    def check_analysis(self, item: Any, analysis: Any) -> None:
+        """Refuse cached concepts that cannot be this segment's (issue 21).
+
+        A segment of n tokens has ``ceil(n / rate)`` concept embeddings of the model's width,
+        all finite.
+
+        Raises:
+            ValueError: Saying what does not fit; the pipeline then recomputes the segment.
+        """
+        segment: Segment = item
+        tensor: torch.Tensor = analysis
+        expected = (self.encoder.config.concepts_for(len(segment.ids)), self.encoder.hidden_size)
+        if tuple(tensor.shape) != expected:
+            raise ValueError(
+                f"cached concepts have shape {tuple(tensor.shape)}, expected {expected} for a "
+                f"segment of {len(segment.ids)} tokens"
+            )
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError("cached concepts hold NaN or infinite values")
+
     # -- compression ---------------------------------------------------------------------------
 
     def compress(
@@ -390,12 +410,13 @@ class CompLLMCompressor(BaseCompressor):
         saved: dict[str, Any] = {}
         config_file = Path(path) / CONFIG_FILE
         if config_file.is_file():
-            saved = json.loads(config_file.read_text()).get("config", {})
+            saved = saved_config(config_file, json.loads(config_file.read_text()).get("config", {}))
         return cls(adapter=str(path), **{**saved, **overrides})
 
 
 def _requested_ratio(options: CompressionOptions) -> float | None:
-    if options.target_ratio is not None:
+    options = options.fixed()  # concept embeddings have no evidence-sized budget
+    if options.target_ratio is not None and not isinstance(options.target_ratio, str):
         return options.target_ratio
     if options.rate is not None:
         return 1 / options.rate

@@ -16,6 +16,7 @@ several threads.
 from __future__ import annotations
 
 import hashlib
+import pickle
 import threading
 import warnings
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -31,7 +32,7 @@ from ragpress.compressors.compllm.config import (
     CompLLMConfig,
 )
 from ragpress.exceptions import ConfigurationError, MissingDependencyError, RagpressWarning
-from ragpress.hub import model_not_found, model_revision
+from ragpress.hub import model_not_found, model_revision, unsafe_checkpoint
 
 try:
     import torch
@@ -100,6 +101,8 @@ def load_base_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
         llm = AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision, dtype=dtype)
+    except pickle.UnpicklingError as exc:
+        raise unsafe_checkpoint(name_or_path, exc, what="CompLLM base model") from None
     except (OSError, ValueError) as exc:
         raise model_not_found(name_or_path, exc, what="CompLLM base model") from exc
     movable: Any = llm  # transformers types .to() through a decorator mypy cannot follow
@@ -242,6 +245,8 @@ class ConceptEncoder:
             with _quiet_peft():
                 peft_model = PeftModel.from_pretrained(llm, str(path), is_trainable=trainable)
             weights = load_file(str(path / PROJECTION_FILE))
+        except pickle.UnpicklingError as exc:
+            raise unsafe_checkpoint(str(path), exc, what="adapter folder") from None
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"adapter folder {path} is incomplete ({exc})") from exc
         projection = torch.nn.Linear(hidden, hidden, device=device, dtype=torch.float32)

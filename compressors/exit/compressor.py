@@ -247,6 +247,23 @@ class ExitCompressor(BaseCompressor):
             text_tokens=int(payload["text_tokens"]),
         )
 
+    def check_analysis(self, item: Any, analysis: Any) -> None:
+        """Refuse a cached analysis that cannot be this passage's (issue 21).
+
+        Spans must be the text's sentences (inside it, in order, covering it) and every
+        sentence at least one token.
+
+        Raises:
+            ValueError: Saying what does not fit; the pipeline then recomputes the analysis.
+        """
+        from ragpress.compressors._checks import check_counts, check_sentence_spans
+
+        if not isinstance(analysis, ExitAnalysis):
+            raise ValueError(f"expected an ExitAnalysis, got {type(analysis).__name__}")
+        text: str = item.text
+        count = check_sentence_spans(text, list(analysis.spans)).shape[0]
+        check_counts(text, list(analysis.tokens), count, analysis.text_tokens)
+
     # -- scoring -------------------------------------------------------------------------------
 
     def prompts(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import pickle
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from ragpress.compressors.exit.scoring import (
     score_shared_prefix,
 )
 from ragpress.exceptions import ConfigurationError, MissingDependencyError, RequestValidationError
-from ragpress.hub import model_not_found, model_revision
+from ragpress.hub import model_not_found, model_revision, unsafe_checkpoint
 
 try:
     import torch
@@ -369,6 +370,8 @@ def load_causal_lm(
         peft_model = PeftModel.from_pretrained(
             model, name_or_path, revision=revision, is_trainable=trainable_adapter
         )
+    except pickle.UnpicklingError as exc:
+        raise unsafe_checkpoint(name_or_path, exc, what="adapter") from None
     except (OSError, ValueError) as exc:
         raise model_not_found(name_or_path, exc, what="adapter") from exc
     loaded: Any = peft_model.merge_and_unload() if merge_adapter else peft_model
@@ -420,6 +423,8 @@ def _auto_model(name: str, revision: str | None, dtype: torch.dtype) -> PreTrain
     try:
         auto: Any = AutoModelForCausalLM
         model: PreTrainedModel = auto.from_pretrained(name, revision=revision, dtype=dtype)
+    except pickle.UnpicklingError as exc:
+        raise unsafe_checkpoint(name, exc) from None
     except (OSError, ValueError) as exc:
         raise model_not_found(name, exc) from exc
     return model

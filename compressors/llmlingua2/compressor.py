@@ -342,6 +342,38 @@ class LLMLingua2Compressor(BaseCompressor):
             text_tokens=int(arrays["text_tokens"][0]),
         )
 
+    def check_analysis(self, item: Any, analysis: Any) -> None:
+        """Refuse a cached analysis that cannot be this passage's (issue 21).
+
+        Fixed mode: word spans inside the text, in order and disjoint, one probability in
+        [0, 1] and a token count of at least 1 per word. Compat mode: one probability in
+        [0, 1] per input id of each chunk, ids inside the vocabulary.
+
+        Raises:
+            ValueError: Saying what does not fit; the pipeline then recomputes the analysis.
+        """
+        from ragpress.compressors._checks import check_counts, check_spans, check_vectors
+
+        if self._compat is not None:
+            if not isinstance(analysis, CompatChunks):
+                raise ValueError(f"expected CompatChunks, got {type(analysis).__name__}")
+            if not len(analysis.chunks) == len(analysis.ids) == len(analysis.probs):
+                raise ValueError("chunks, ids and probabilities differ in number")
+            vocabulary = len(self._classifier.tokenizer)
+            for ids, probs in zip(analysis.ids, analysis.probs, strict=True):
+                check_vectors(probs, (len(ids),), "keep probabilities")
+                if len(ids) and (np.min(ids) < 0 or np.max(ids) >= vocabulary):
+                    raise ValueError(f"token ids outside the vocabulary of {vocabulary}")
+                _check_probabilities(probs)
+            return
+        if not isinstance(analysis, WordAnalysis):
+            raise ValueError(f"expected a WordAnalysis, got {type(analysis).__name__}")
+        text: str = item.text
+        count = check_spans(text, analysis.spans, what="word span").shape[0]
+        check_vectors(analysis.probs, (count,), "keep probabilities")
+        _check_probabilities(analysis.probs)
+        check_counts(text, analysis.tokens, count, analysis.text_tokens)
+
     # -- compression ---------------------------------------------------------------------------
 
     def compress(
@@ -390,10 +422,11 @@ class LLMLingua2Compressor(BaseCompressor):
         rate, target = DEFAULT_RATE, -1
         keep: tuple[str, ...] = ()
         if options is not None:
+            options = options.fixed()  # word probabilities know no evidence-sized budget
             keep = tuple(k for k in options.keep if k not in self.force_tokens)
             if options.rate is not None:
                 rate = options.rate
-            elif options.target_ratio is not None:
+            elif options.target_ratio is not None and not isinstance(options.target_ratio, str):
                 rate = 1 / options.target_ratio
             elif options.target_tokens is not None:
                 target = options.target_tokens
@@ -595,6 +628,11 @@ def _runs(spans: npt.NDArray[np.int64], mask: npt.NDArray[np.bool_]) -> tuple[Sp
         (int(spans[a, 0]), int(spans[b, 1]))
         for a, b in zip(firsts.tolist(), lasts.tolist(), strict=False)
     )
+
+
+def _check_probabilities(probs: npt.NDArray[np.float32]) -> None:
+    if probs.size and (probs.min() < 0 or probs.max() > 1):
+        raise ValueError("keep probabilities outside [0, 1]")
 
 
 def _with_space(text: str, start: int, end: int) -> str:

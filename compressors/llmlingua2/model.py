@@ -8,6 +8,7 @@ convention: ``softmax(logits)[..., 1]`` is the probability of preserving a token
 from __future__ import annotations
 
 import contextlib
+import pickle
 import tempfile
 import threading
 import warnings
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ragpress.exceptions import ConfigurationError, MissingDependencyError
-from ragpress.hub import model_not_found
+from ragpress.hub import model_not_found, unsafe_checkpoint
 
 try:
     import numpy as np
@@ -338,6 +339,8 @@ def load_token_classifier(
         network = transformers.AutoModelForTokenClassification.from_pretrained(
             model, dtype=torch_dtype, **kwargs
         )
+    except pickle.UnpicklingError as exc:
+        raise unsafe_checkpoint(model, exc, what="token-classification model") from None
     except (OSError, ValueError) as exc:
         if isinstance(exc, ValueError) and "Unrecognized" not in str(exc):
             raise ConfigurationError(f"model {model!r} cannot be loaded: {exc}") from exc

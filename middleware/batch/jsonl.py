@@ -15,6 +15,7 @@ import decimal
 import gzip
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -23,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from ragpress.middleware.batch.records import record_key
+from ragpress.middleware.batch.records import record_key, record_position
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -115,14 +116,24 @@ def _keys_of_jsonl(file: Path) -> tuple[Counter[str], int]:
     with file.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.endswith(b"\n"):
-                break
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError:
-                break
-            keys[record_key(record, int(record.get("line") or number))] += 1
+                break  # the line a crash cut short; it is written again
+            keys[_output_key(raw, number)] += 1
             good_bytes += len(raw)
     return keys, good_bytes
+
+
+def _output_key(raw: bytes, number: int) -> str:
+    """The :func:`record_key` of one complete output line (the ``number``-th).
+
+    A complete line that does not read as a record (written by something else) is kept and
+    keyed by its position rather than cutting the file there.
+    """
+    try:
+        record = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
+        record = None
+    position = record_position(record)
+    return record_key(record if isinstance(record, dict) else None, position or number)
 
 
 def _keys_of_gzip(file: Path, chunk: int = 1 << 20) -> tuple[Counter[str], int]:
@@ -141,11 +152,7 @@ def _keys_of_gzip(file: Path, chunk: int = 1 << 20) -> tuple[Counter[str], int]:
             *lines, pending = text.split(b"\n")
             for raw in lines:
                 number += 1
-                try:
-                    record = json.loads(raw)
-                except json.JSONDecodeError:
-                    return keys, good_bytes
-                member_keys.append(record_key(record, int(record.get("line") or number)))
+                member_keys.append(_output_key(raw, number))
             if decoder.eof:  # a member ended, its CRC and length checked
                 if pending:
                     return keys, good_bytes  # a member must end at a line end
@@ -176,8 +183,59 @@ def _json_default(value: object) -> object:
 
 
 def json_line(record: dict[str, Any]) -> str:
-    """One JSONL line (without the newline): compact, UTF-8 kept as is."""
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    """One JSONL line (without the newline): compact, strict JSON, always UTF-8 encodable.
+
+    * NaN and infinities (a Parquet row can hold them; JSON cannot) are written as ``null``,
+      and the record's ``error`` says which fields (the input keeps them).
+    * Lone surrogates (``"\\ud800"`` in the input) cannot be UTF-8 encoded; a record holding
+      any is written with ``\\uXXXX`` escapes instead, which reads back to the same string.
+    """
+    try:
+        line = _dumps(record, ensure_ascii=False)
+    except ValueError:  # out-of-range float values are not JSON compliant
+        record = _without_non_finite(record)
+        line = _dumps(record, ensure_ascii=False)
+    if not line.isascii():
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            line = _dumps(record, ensure_ascii=True)
+    return line
+
+
+def _dumps(record: dict[str, Any], *, ensure_ascii: bool) -> str:
+    return json.dumps(
+        record,
+        ensure_ascii=ensure_ascii,
+        allow_nan=False,
+        separators=(",", ":"),
+        default=_json_default,
+    )
+
+
+def _without_non_finite(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with NaN and infinities as ``None``, and a note naming their fields."""
+    found: list[str] = []
+
+    def clean(value: Any, path: str) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            found.append(path)
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    out: dict[str, Any] = clean(record, "")
+    shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    note = (
+        f"JSON output: {shown} held NaN or Infinity, which JSON cannot represent; written as "
+        "null (the input keeps the values); write Parquet output to keep them"
+    )
+    previous = out.get("error")
+    out["error"] = f"{previous}; {note}" if previous else note
+    return out
 
 
 class JsonlWriter:

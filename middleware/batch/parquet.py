@@ -9,9 +9,11 @@ carries on with the next part.
 
 Column types: a Parquet input lends its own column types to the output; otherwise they are
 inferred from the first part. ragpress's own columns (``docs[].spans``, ``context``,
-``stats``, ``error``, ``line``, ``raw``) always have the same types. A later record whose
-field does not fit its column keeps its compression, loses that field in the output, and gets
-an ``error`` that names the field (the input still has it; JSONL output keeps everything).
+``stats``, ``error``, ``line``, ``ragpress_line``, ``raw``) always have the same types, except
+``line`` when the records have a ``line`` field of their own (then their type is kept). A
+later record whose field does not fit its column keeps its compression, loses that field in the
+output, and gets an ``error`` that names the field (the input still has it; JSONL output keeps
+everything).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragpress.exceptions import MissingDependencyError, RequestValidationError
-from ragpress.middleware.batch.records import record_key
+from ragpress.middleware.batch.records import record_key, record_position
 
 try:
     import pyarrow as pa
@@ -51,6 +53,7 @@ _STATS = pa.struct(
 )
 _OWN_COLUMNS: dict[str, pa.DataType] = {
     "line": pa.int64(),
+    "ragpress_line": pa.int64(),
     "raw": pa.string(),
     "context": pa.string(),
     "stats": _STATS,
@@ -114,16 +117,12 @@ def parquet_completed_keys(path: str) -> Counter[str]:
     for part in sorted(parts.glob("part-*.parquet")):
         file = pq.ParquetFile(part)
         names = set(file.schema_arrow.names)
-        columns = [c for c in ("id", "line") if c in names]
+        columns = [c for c in ("id", "line", "ragpress_line") if c in names]
         table = file.read(columns=columns) if columns else None
-        ids = table.column("id").to_pylist() if table and "id" in names else None
-        lines = table.column("line").to_pylist() if table and "line" in names else None
+        values = {c: table.column(c).to_pylist() if table else None for c in columns}
         for row in range(file.metadata.num_rows):
-            record = {
-                "id": ids[row] if ids else None,
-                "line": lines[row] if lines else None,
-            }
-            keys[record_key(record, int(record["line"] or 0))] += 1
+            record = {c: v[row] for c, v in values.items() if v is not None}
+            keys[record_key(record, record_position(record) or 0)] += 1
     return keys
 
 
@@ -169,15 +168,22 @@ class ParquetSink:
         """Write the buffered rows as one complete part file (atomically)."""
         if not self._rows:
             return
-        if self._schema is None:
-            self._schema = self._output_schema(self._rows)
-        table = self._table(self._rows, self._schema)
+        try:
+            table = self._rows_table()
+        except UnicodeEncodeError:  # Parquet strings are UTF-8: lone surrogates cannot go in
+            self._rows = [_without_surrogates(row) for row in self._rows]
+            table = self._rows_table()
         final = self._parts / f"part-{self._next:06d}.parquet"
         temporary = final.with_suffix(".tmp")
         pq.write_table(table, temporary)
         temporary.replace(final)
         self._next += 1
         self._rows = []
+
+    def _rows_table(self) -> pa.Table:
+        if self._schema is None:
+            self._schema = self._output_schema(self._rows)
+        return self._table(self._rows, self._schema)
 
     def suspend(self) -> None:
         """Write the buffered rows as a part and leave the parts for ``--resume``."""
@@ -209,7 +215,11 @@ class ParquetSink:
             for name in row:
                 if name in fields:
                     continue
-                if name in _OWN_COLUMNS:
+                if name == "line" and known is not None and "line" in known.names:
+                    fields[name] = known.field(name)  # the records' own line field
+                elif name == "line" and _own_line_type(inferred) is not None:
+                    fields[name] = pa.field(name, _own_line_type(inferred))
+                elif name in _OWN_COLUMNS:
                     fields[name] = pa.field(name, _OWN_COLUMNS[name])
                 elif name == "docs":
                     fields[name] = pa.field(name, self._docs_type(inferred, known))
@@ -253,6 +263,42 @@ class ParquetSink:
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
             pass
         return pa.Table.from_pylist([_conform(r, schema) for r in rows], schema=schema)
+
+
+def _own_line_type(inferred: pa.Schema) -> pa.DataType | None:
+    """The type of the records' own ``line`` values when they are not our line numbers."""
+    if "line" not in inferred.names:
+        return None
+    data_type = inferred.field("line").type
+    return None if pa.types.is_integer(data_type) or pa.types.is_null(data_type) else data_type
+
+
+def _without_surrogates(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with lone surrogates replaced by U+FFFD, and a note naming their fields."""
+    found: list[str] = []
+
+    def clean(value: Any, path: str) -> Any:
+        if isinstance(value, str):
+            fixed = value.encode("utf-8", "replace").decode("utf-8")
+            if fixed != value:
+                found.append(path)
+            return fixed
+        if isinstance(value, dict):
+            return {k: clean(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    out: dict[str, Any] = clean(row, "")
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        note = (
+            f"Parquet output: {shown} held lone surrogates (not Unicode text), written with "
+            "'?' in their place (the input keeps them); write JSONL output to keep them"
+        )
+        previous = out.get("error")
+        out["error"] = f"{previous}; {note}" if previous else note
+    return out
 
 
 def _infer_schema(rows: list[dict[str, Any]]) -> pa.Schema:

@@ -3,13 +3,18 @@
 Input records are ``{"id", "question"|"query" (optional), "docs": [{"text", "title"?, ...}]}``
 or ``{"id", "text"}``. Each input line yields exactly one output line, with the same ``id`` and
 every other field passed through, plus ``docs`` (compressed text, original title and metadata,
-kept ``spans``), ``context``, ``stats`` and ``error``. A bad line becomes an output line whose
-``error`` says what is wrong and where.
+kept ``spans``), ``context``, ``stats`` and ``error``; a record without an ``id`` also gets its
+input position, in ``line`` (or in ``ragpress_line`` when it has a ``line`` field of its own). A
+bad line becomes an output line whose ``error`` says what is wrong and where, including lines
+that Python's JSON reader cannot take or takes although JSON does not (deep nesting, huge
+integers, ``NaN``, ``Infinity``).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -20,6 +25,7 @@ if TYPE_CHECKING:
     from ragpress.types import CompressionResult
 
 __all__ = [
+    "MAX_DEPTH",
     "BatchItem",
     "NumberedRecord",
     "RawRecord",
@@ -29,6 +35,7 @@ __all__ = [
     "output_record",
     "parse_record",
     "record_key",
+    "record_position",
 ]
 
 RawRecord: TypeAlias = "bytes | dict[str, Any]"
@@ -40,6 +47,18 @@ NumberedRecord: TypeAlias = "tuple[int, RawRecord]"
 
 
 _RESERVED = ("docs", "text", "context", "stats", "error")
+_LINE = "line"
+"""Where an output record without an id keeps its input position, for ``--resume``."""
+_OWN_LINE = "ragpress_line"
+"""The same, for a record that has a ``line`` field of its own (which is kept as it is)."""
+
+MAX_DEPTH = 100
+"""Deepest nesting of arrays and objects accepted in a record; deeper records are errors
+(Python's JSON reader and writer recurse, so unbounded depth would crash the run)."""
+
+
+class _NotJsonError(ValueError):
+    """Something Python's JSON reader accepts but JSON does not (NaN, Infinity, 1e999)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +76,29 @@ class BatchItem:
 
 def record_key(record: dict[str, Any] | None, line: int) -> str:
     """The identity ``--resume`` uses: the record's id, or its line number when it has none."""
-    if record is not None and record.get("id") is not None:
+    if isinstance(record, dict) and record.get("id") is not None:
         return f"id:{record['id']}"
     return f"line:{line}"
+
+
+def record_position(record: object) -> int | None:
+    """The input position an output record carries (``ragpress_line``, else ``line``), if any.
+
+    Only whole numbers count: a record's own ``line`` field may hold anything.
+    """
+    if not isinstance(record, dict):
+        return None
+    for name in (_OWN_LINE, _LINE):
+        value = record.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _with_position(out: dict[str, Any], record: dict[str, Any], line: int) -> None:
+    """Record the input position in ``out`` when it has no id, never over the record's own."""
+    if out.get("id") is None:
+        out[_OWN_LINE if _LINE in record else _LINE] = line
 
 
 def parse_record(line: int, raw: bytes | str) -> BatchItem:
@@ -80,6 +119,7 @@ def load_record(line: int, raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
             line.
     """
     if isinstance(raw, dict):
+        _check_depth(line, raw)
         return raw
     if isinstance(raw, bytes):
         try:
@@ -91,11 +131,27 @@ def load_record(line: int, raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
                 param=f"line {line}",
             ) from None
     try:
-        record = json.loads(raw)
+        record = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise RequestValidationError(
             f"line {line}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be "
             'one JSON object such as {"id": "1", "question": "...", "docs": [{"text": "..."}]}',
+            param=f"line {line}",
+        ) from None
+    except _NotJsonError as exc:
+        raise RequestValidationError(
+            f"line {line}: not valid JSON ({exc})", param=f"line {line}"
+        ) from None
+    except RecursionError:
+        raise RequestValidationError(
+            f"line {line}: nested too deeply to read (more than {MAX_DEPTH} levels are refused); "
+            "flatten the record",
+            param=f"line {line}",
+        ) from None
+    except ValueError:  # an integer literal longer than sys.get_int_max_str_digits()
+        raise RequestValidationError(
+            f"line {line}: an integer has more than the {sys.get_int_max_str_digits():,} digits "
+            "Python reads as a number; write such numbers as strings",
             param=f"line {line}",
         ) from None
     if not isinstance(record, dict):
@@ -103,7 +159,33 @@ def load_record(line: int, raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
             f"line {line}: expected a JSON object, got {type(record).__name__}",
             param=f"line {line}",
         )
+    _check_depth(line, record)
     return record
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NotJsonError(f"{name} is not a JSON value; write null or a string")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotJsonError(f"{text} is beyond the range of a double; write it as a string")
+    return value
+
+
+def _check_depth(line: int, record: dict[str, Any]) -> None:
+    """Refuse records nested deeper than :data:`MAX_DEPTH` (without recursing)."""
+    stack: list[tuple[Any, int]] = [(record, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise RequestValidationError(
+                f"line {line}: nested more than {MAX_DEPTH} levels deep; flatten the record",
+                param=f"line {line}",
+            )
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
 
 
 def item_from_record(line: int, record: dict[str, Any]) -> BatchItem:
@@ -173,8 +255,7 @@ def _documents(record: dict[str, Any]) -> list[dict[str, Any]]:
 def output_record(item: BatchItem, result: CompressionResult, ms: float) -> dict[str, Any]:
     """The output line for a successfully compressed record."""
     out = {k: v for k, v in item.record.items() if k not in _RESERVED}
-    if out.get("id") is None:
-        out["line"] = item.line  # lets --resume recognise records that have no id
+    _with_position(out, item.record, item.line)  # lets --resume recognise records with no id
     out["docs"] = [
         {
             **{k: v for k, v in doc.items() if k != "text"},
@@ -206,6 +287,7 @@ def error_record(
     if record is not None:
         out = {k: v for k, v in record.items() if k not in ("context", "stats", "error")}
         out.setdefault("id", None)
+        _with_position(out, record, line)
     else:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         out = {"id": None, "line": line, "raw": text if isinstance(text, str) else None}

@@ -6,7 +6,6 @@ output record whose ``error`` says what is wrong and where; the run goes on.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, fields
@@ -259,6 +258,9 @@ async def process_batch(
             pending.append((index, item_from_record(line, record)))
         except RagpressError as exc:
             out[index] = error_record(line, raw, record, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one odd line never stops the run
+            message = f"line {line}: internal error: {type(exc).__name__}: {exc}"
+            out[index] = error_record(line, raw, record, message)
     results = (
         await pipeline.acompress_many(
             [PipelineRequest(item.query, item.passages, options) for _, item in pending]
@@ -274,11 +276,16 @@ async def process_batch(
             message = f"internal error: {type(result).__name__}: {result}"
             out[index] = error_record(item.line, None, item.record, message)
         else:
+            try:
+                out[index] = output_record(item, result, ms)
+            except Exception as exc:  # noqa: BLE001 - one odd record never stops the run
+                message = f"internal error: {type(exc).__name__}: {exc}"
+                out[index] = error_record(item.line, None, item.record, message)
+                continue
             report.tokens_before += result.tokens_before
             report.tokens_after += result.tokens_after
             report.cache_hits += result.cache_hits
             report.cache_misses += result.cache_misses
-            out[index] = output_record(item, result, ms)
     records = [record for record in out if record is not None]
     report.records += len(records)
     report.errors += sum(record["error"] is not None for record in records)
@@ -286,13 +293,12 @@ async def process_batch(
 
 
 def _quick_key(raw: RawRecord, line: int) -> str:
-    if isinstance(raw, dict):
-        return record_key(raw, line)
+    """The key the output of this line has: decoded exactly as :func:`process_batch` does."""
     try:
-        record = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        record = load_record(line, raw)
+    except Exception:  # noqa: BLE001 - an unreadable line is keyed by its position, as output
         return record_key(None, line)
-    return record_key(record if isinstance(record, dict) else None, line)
+    return record_key(record, line)
 
 
 async def _read_ahead(

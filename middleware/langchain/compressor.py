@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio.to_thread
 from pydantic import ConfigDict, PrivateAttr, model_validator
@@ -70,8 +70,13 @@ class RagpressDocumentCompressor(BaseDocumentCompressor):
     """Settings for the pipeline built on first use (``RagpressSettings()`` when empty)."""
     method: str | None = None
     """Compressor or chain to build (``sentence_selection``, ``a+b``); overrides ``settings``."""
-    target_ratio: float | None = None
-    """Budget as original/compressed tokens; unset budgets come from the pipeline's defaults."""
+    target_ratio: float | Literal["auto"] | None = None
+    """Budget as original/compressed tokens, or ``"auto"`` (as much as the evidence needs);
+    unset budgets come from the pipeline's defaults."""
+    min_ratio: float | None = None
+    """With ``target_ratio="auto"``: the least compression (default 2)."""
+    max_ratio: float | None = None
+    """With ``target_ratio="auto"``: the most compression (default 20)."""
     rate: float | None = None
     """Budget as the fraction of tokens to keep."""
     target_tokens: int | None = None
@@ -98,6 +103,8 @@ class RagpressDocumentCompressor(BaseDocumentCompressor):
             rate=self.rate,
             target_tokens=self.target_tokens,
             keep=tuple(self.keep),
+            min_ratio=self.min_ratio,
+            max_ratio=self.max_ratio,
         )
         return self
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -242,9 +243,13 @@ class Pipeline:
                 (
                     requests[i].query,
                     current[i],
-                    resolved[i]
-                    if last or stage.options is None
-                    else stage.options.resolve(CompressionOptions(keep=resolved[i].keep)),
+                    self._stage_options(
+                        compressor,
+                        resolved[i]
+                        if last or stage.options is None
+                        else stage.options.resolve(CompressionOptions(keep=resolved[i].keep)),
+                        traces[i],
+                    ),
                     found,
                 )
                 for i, found in zip(alive, analyses, strict=True)
@@ -312,6 +317,7 @@ class Pipeline:
         self, query: str | None, passages: Sequence[Passage], trace: _Trace
     ) -> list[Passage]:
         """The passages of one request: given or retrieved, validated, empty ones noted."""
+        _check_unicode(query, "query")
         if not passages and self.retriever is not None and query:
             started = time.perf_counter()
             hits = await anyio.to_thread.run_sync(self.retriever.search, query, self.top_k)
@@ -349,6 +355,20 @@ class Pipeline:
             return [None] * len(groups)
         return list(await self._analyses_many(compressor, groups, traces, label))
 
+    @staticmethod
+    def _stage_options(
+        compressor: BaseCompressor, options: CompressionOptions, trace: _Trace
+    ) -> CompressionOptions:
+        """``options`` as ``compressor`` takes them: an auto budget it cannot size is fixed."""
+        if not options.adaptive or compressor.adaptive_budget:
+            return options
+        fixed = options.fixed()
+        trace.notes.append(
+            f"{compressor.name} cannot size its budget to the evidence; target_ratio=auto "
+            f"compressed at min_ratio={fixed.target_ratio:g}"
+        )
+        return fixed
+
     def _validated(self, passages: Sequence[Passage]) -> list[Passage]:
         out = list(passages)
         for i, passage in enumerate(out):
@@ -357,6 +377,8 @@ class Pipeline:
                     f"docs[{i}] must be a Passage, not {type(passage).__name__}",
                     param=f"docs[{i}]",
                 )
+            _check_unicode(passage.text, f"docs[{i}].text")
+            _check_unicode(passage.title, f"docs[{i}].title")
             if len(passage.text) > self.max_document_chars:
                 raise RequestValidationError(
                     f"docs[{i}].text has {len(passage.text):,} characters, more than the limit of "
@@ -395,7 +417,7 @@ class Pipeline:
             for unit, key in zip(passage_units, passage_keys, strict=True):
                 items.setdefault(key, unit.item)
         unique = list(items)
-        found = await self._cache_read(compressor, unique, traces, label)
+        found = await self._cache_read(compressor, items, traces, label)
         missing = [key for key in unique if key not in found]
         if self.cache is not None:
             seen = set(found)
@@ -420,23 +442,47 @@ class Pipeline:
         return _split(joined, groups)
 
     async def _cache_read(
-        self, compressor: BaseCompressor, keys: list[str], traces: list[_Trace], label: str
+        self,
+        compressor: BaseCompressor,
+        items: dict[str, Any],
+        traces: list[_Trace],
+        label: str,
     ) -> dict[str, Any]:
-        """The decoded analyses the cache holds for ``keys`` (none without a cache)."""
-        if self.cache is None or not keys:
+        """The usable analyses the cache holds for the units ``items`` (key to unit item).
+
+        An entry that does not decode, or that the compressor's
+        :meth:`~ragpress.compressors.base.BaseCompressor.check_analysis` refuses for its unit
+        (wrong shapes, spans outside the text, impossible token counts, non-finite numbers), is
+        a miss: logged, counted as rejected, and recomputed. It never reaches the output.
+        """
+        cache = self.cache
+        keys = list(items)
+        if cache is None or not keys:
             return {}
         started = time.perf_counter()
-        blobs = dict(zip(keys, await self.cache.get_many(keys), strict=True))
+        blobs = dict(zip(keys, await cache.get_many(keys), strict=True))
         for trace in traces:
             trace.add_time(f"{label}cache_get", started)
-        found: dict[str, Any] = {}
-        for key, blob in blobs.items():
-            if blob is None:
-                continue
-            try:
-                found[key] = compressor.decode_analysis(blob)
-            except Exception:  # noqa: BLE001 - a corrupt entry is a miss, never a failure
-                logger.warning("unreadable cache entry %s; recomputing", key)
+        stored = {key: blob for key, blob in blobs.items() if blob is not None}
+        if not stored:
+            return {}
+
+        def decode() -> tuple[dict[str, Any], list[tuple[str, str]]]:
+            found: dict[str, Any] = {}
+            refused: list[tuple[str, str]] = []
+            for key, blob in stored.items():
+                try:
+                    analysis = compressor.decode_analysis(blob)
+                    compressor.check_analysis(items[key], analysis)
+                except Exception as exc:  # noqa: BLE001 - a bad entry is a miss, never a failure
+                    refused.append((key, f"{type(exc).__name__}: {exc}"))
+                else:
+                    found[key] = analysis
+            return found, refused
+
+        found, refused = await anyio.to_thread.run_sync(decode)  # checks cost compute
+        for key, reason in refused:
+            cache.reject(key, reason)
         return found
 
     async def _cache_write(
@@ -461,6 +507,22 @@ class Pipeline:
         counter = self.token_counter
         counts = counter.count_many([p.text for p in passages]) if counter else [0] * len(passages)
         return passthrough_result(passages, counts)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_unicode(text: str | None, param: str) -> None:
+    """Refuse lone surrogates (JSON's ``"\\ud800"``): not text any tokenizer can encode."""
+    if text is None or text.isascii():
+        return
+    found = _SURROGATE.search(text)
+    if found is not None:
+        raise RequestValidationError(
+            f"{param} holds a lone surrogate (U+{ord(found.group()):04X} at character "
+            f"{found.start()}), which is not Unicode text; fix the encoding that produced it",
+            param=param,
+        )
 
 
 def passthrough_result(passages: Sequence[Passage], counts: Sequence[int]) -> CompressionResult:

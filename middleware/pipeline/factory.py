@@ -15,6 +15,8 @@ from ragpress.tokens import get_token_counter
 from ragpress.types import CompressionOptions
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from ragpress.compressors.base import BaseCompressor
     from ragpress.retrieval.faiss import FaissRetriever
     from ragpress.types import Embedder, Retriever
@@ -75,6 +77,7 @@ def build_pipeline(
             fail_open=settings.cache.fail_open,
             retry_after_seconds=settings.cache.retry_after_seconds,
             ttl_seconds=settings.cache.ttl_seconds,
+            signing_key=_secret(settings.cache.signing_key),
         )
     if retriever is None and settings.retrieval.index_dir is not None:
         if "embedder" not in shared:
@@ -133,7 +136,12 @@ def default_options(settings: RagpressSettings) -> CompressionOptions:
     """The budget and ``keep`` strings the settings give every request."""
     c = settings.compression
     return CompressionOptions(
-        target_ratio=c.target_ratio, rate=c.rate, target_tokens=c.target_tokens, keep=tuple(c.keep)
+        target_ratio=c.target_ratio,
+        rate=c.rate,
+        target_tokens=c.target_tokens,
+        keep=tuple(c.keep),
+        min_ratio=c.min_ratio,
+        max_ratio=c.max_ratio,
     )
 
 
@@ -269,3 +277,7 @@ def build_pipeline_set(
             variant, cache=store, embedder=embedder, retriever=retriever
         )
     return PipelineSet(pipelines, store=store)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return None if value is None else value.get_secret_value()

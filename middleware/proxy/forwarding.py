@@ -117,8 +117,7 @@ async def forward(
     def finish(error: BaseException | None, sent: int) -> None:
         seconds = time.perf_counter() - started
         state.metrics.observe(route_name, status, prepared, seconds)
-        if error is not None:
-            state.metrics.upstream_errors.labels("stream").inc()
+        _count_stream_error(state, route_name, error)
         if state.access_log:
             _log_request(request, request_id, route_name, status, seconds, prepared, sent, error)
 
@@ -161,6 +160,7 @@ async def _answer_soft(
     def finish(error: BaseException | None, sent: int) -> None:
         seconds = time.perf_counter() - started
         state.metrics.observe(route_name, 200, answer.prepared, seconds)
+        _count_stream_error(state, route_name, error)
         if state.access_log:
             _log_request(
                 request, request_id, route_name, 200, seconds, answer.prepared, sent, error
@@ -197,6 +197,20 @@ async def _answer_soft(
     )
 
 
+def _count_stream_error(state: ProxyState, route_name: str, error: BaseException | None) -> None:
+    """An upstream that broke off is an upstream error; anything else, the client leaving.
+
+    (A client that hangs up mid-stream cancels the relay: ``CancelledError``, ``GeneratorExit``
+    or the server's own disconnect error, depending on the server.)
+    """
+    if error is None:
+        return
+    if isinstance(error, UpstreamError):
+        state.metrics.upstream_errors.labels("stream").inc()
+    else:
+        state.metrics.client_disconnects.labels(route_name).inc()
+
+
 def _log_request(
     request: Request[Any, Any, State],
     request_id: str,
@@ -227,6 +241,8 @@ def _log_request(
             )
         if prepared.error:
             extra["compression_error"] = prepared.error.split(":", 1)[0]
-    if error is not None:
+    if isinstance(error, UpstreamError):
         extra["stream_error"] = type(error).__name__
+    elif error is not None:
+        extra["client_disconnected"] = True
     logger.info("%s %s %s", request.method, route_name, status, extra=extra)

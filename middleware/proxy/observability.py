@@ -116,6 +116,13 @@ class ProxyMetrics:
             ["kind"],
             registry=r,
         )
+        self.client_disconnects = Counter(
+            "ragpress_client_disconnects",
+            "Requests whose client went away before the answer was complete (not an upstream "
+            "failure).",
+            ["route"],
+            registry=r,
+        )
         self.streams = Gauge("ragpress_streams_active", "Streams being relayed.", registry=r)
         if cache_counters is not None:
             r.register(_CacheCollector(cache_counters))

@@ -14,6 +14,7 @@ from ragpress.exceptions import MissingDependencyError, UpstreamError
 
 try:
     from litestar import Request, Response, Router
+    from litestar.exceptions import InternalServerException
     from litestar.plugins import InitPluginProtocol
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError(exc.name or "litestar", extra="proxy") from exc
@@ -28,7 +29,7 @@ from ragpress.middleware.proxy.state import STATE_KEY, ProxyState
 from ragpress.middleware.proxy.upstream import UpstreamClient
 from ragpress.middleware.serving.chat import ChatService
 from ragpress.middleware.serving.compress import CompressService
-from ragpress.middleware.serving.errors import to_error_response
+from ragpress.middleware.serving.errors import error_body, to_error_response
 
 if TYPE_CHECKING:
     import httpx
@@ -65,6 +66,7 @@ def build_state(
         timeout_seconds=proxy.compression_timeout_seconds,
         part_compressors=part_compressors,
         soft=build_soft_chat(settings, pipelines),
+        max_options_header_bytes=proxy.max_options_header_bytes,
     )
 
     def cache_counters() -> list[Any]:
@@ -89,11 +91,27 @@ def build_state(
 
 
 def error_handler(request: Request[Any, Any, State], exc: Exception) -> Response[bytes]:
-    """Turn any exception into an OpenAI- or Anthropic-shaped error response."""
+    """Turn any exception into an OpenAI- or Anthropic-shaped error response.
+
+    A client that went away (mid-body, or mid-answer) is no server error: it is logged at INFO
+    and counted in ``ragpress_client_disconnects_total``, with status 499 in the metrics.
+    """
     path = request.scope["path"]
     flavor: Flavor = "anthropic" if "/v1/messages" in path else "openai"
-    status, body = to_error_response(exc, flavor=flavor)
     state: ProxyState | None = request.app.state.get(STATE_KEY)
+    if _client_went_away(exc):
+        logger.info(
+            "client went away on %s: %s",
+            path,
+            type(exc).__name__,
+            extra={"event": "client_disconnected", "route": path},
+        )
+        if state is not None:
+            state.metrics.client_disconnects.labels(_route(request)).inc()
+            state.metrics.requests.labels(_route(request), "499", "error").inc()
+        status, body = 499, error_body(499, "client closed the request", flavor=flavor)
+        return Response(content=body, status_code=status, media_type="application/json")
+    status, body = to_error_response(exc, flavor=flavor)
     if status == 413 and state is not None:
         status, body = to_error_response(_TooLargeError(state.max_body_bytes), flavor=flavor)
     if status >= 500 and not _is_upstream(exc):
@@ -121,6 +139,18 @@ class _TooLargeError(Exception):
 
 def _is_upstream(exc: Exception) -> bool:
     return isinstance(exc, UpstreamError)
+
+
+def _client_went_away(exc: Exception) -> bool:
+    """Whether ``exc`` only says the client disconnected (reset, broken pipe, body cut off)."""
+    if isinstance(exc, ConnectionError) or type(exc).__name__ in _DISCONNECT_NAMES:
+        return True
+    # Litestar reports a body cut off by a disconnect as a 500 with this detail
+    return isinstance(exc, InternalServerException) and exc.detail == _CUT_OFF
+
+
+_DISCONNECT_NAMES = frozenset({"ClientDisconnect", "ClientDisconnected"})
+_CUT_OFF = "client disconnected prematurely"
 
 
 def _route(request: Request[Any, Any, State]) -> str:

@@ -11,6 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ragpress.exceptions import ConfigurationError
+from ragpress.redaction import mask_url
 
 if TYPE_CHECKING:
     from ragpress.config import RagpressSettings
@@ -101,8 +102,9 @@ def build_soft_chat(settings: RagpressSettings, pipelines: PipelineSet) -> SoftC
     if soft.backend == "none":
         raise ConfigurationError(
             f"method(s) {methods} produce soft embeddings, which only a model that reads input "
-            f"embeddings can use; the upstream {settings.upstream.base_url} is taken to be an API "
-            "that reads text. Set RAGPRESS_PROXY__SOFT__BACKEND=local (generate in process with "
+            "embeddings can use; the upstream "
+            f"{mask_url(settings.upstream.base_url)} is taken to be an API that reads text. "
+            "Set RAGPRESS_PROXY__SOFT__BACKEND=local (generate in process with "
             "the compressor's own base model) or RAGPRESS_PROXY__SOFT__BACKEND=vllm with "
             "RAGPRESS_PROXY__SOFT__URL=http://HOST:8000/v1 (vLLM >= 0.11.1 started with "
             "--enable-prompt-embeds); or offer text methods only"

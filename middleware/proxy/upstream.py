@@ -18,13 +18,20 @@ Bodies are relayed as raw bytes, never decoded, so a gzip answer stays gzip.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote
 
 import anyio
 
-from ragpress.exceptions import MissingDependencyError, UpstreamError, UpstreamTimeoutError
+from ragpress.exceptions import (
+    MissingDependencyError,
+    RequestValidationError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from ragpress.redaction import mask_url, mask_urls
 
 try:
     import httpx
@@ -39,7 +46,7 @@ if TYPE_CHECKING:
     from ragpress.config import UpstreamSettings
     from ragpress.middleware.serving.protocols.openai import Flavor
 
-__all__ = ["RetryPolicy", "UpstreamClient", "UpstreamResponse", "redact_url"]
+__all__ = ["RetryPolicy", "UpstreamClient", "UpstreamResponse", "redact_url", "upstream_path"]
 
 logger = logging.getLogger("ragpress.upstream")
 
@@ -122,11 +129,64 @@ class _Backend(Protocol):
 
 
 def redact_url(url: str) -> str:
-    """``url`` without user information (credentials never reach logs or error messages)."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    """``url`` with its password and secret parameters masked.
+
+    The same as :func:`ragpress.redaction.mask_url`. Only logs carry upstream URLs, masked;
+    error bodies sent to clients carry none.
+    """
+    return mask_url(url)
+
+
+# RFC 3986 pchar minus the percent sign: what a path segment may hold unescaped.
+_SEGMENT_SAFE = "!$&'()*+,;=:@-._~"
+_ENCODED_SEPARATORS = (b"%2f", b"%5c")
+
+
+def upstream_path(path: str, *, raw_path: bytes | None = None) -> str:
+    """The percent-encoded upstream path for a client path, built segment by segment.
+
+    ``path`` is what the server decoded once (the ASGI ``path``), relative to the version
+    prefix. Each segment is checked and then escaped on its own, so nothing a client writes can
+    climb out of the version prefix or turn into a query or fragment: ``..`` and ``.``
+    segments, separators that arrived encoded (``%2F``, ``%5C``, visible in ``raw_path``),
+    backslashes, control characters and percent signs left after the one decoding (double
+    encoding such as ``%252e``) are refused; ``?`` and ``#`` stay in the path as ``%3F`` and
+    ``%23``. The result is joined to the base URL as is, never normalised.
+
+    Args:
+        path: The decoded path after the version prefix, e.g. ``files/file-abc/content``.
+        raw_path: The request's raw path as the client sent it (ASGI ``raw_path``), if known.
+
+    Raises:
+        RequestValidationError: A segment that could reach outside the prefix (HTTP 400).
+
+    Example:
+        >>> upstream_path("files/file-abc/content")
+        '/files/file-abc/content'
+        >>> upstream_path("files?purpose=x")
+        '/files%3Fpurpose=x'
+    """
+    if raw_path is not None and any(sep in raw_path.lower() for sep in _ENCODED_SEPARATORS):
+        raise _bad_path("an encoded / or \\ (%2F, %5C)")
+    segments = path.removeprefix("/").split("/")
+    for position, segment in enumerate(segments):
+        if segment in (".", ".."):
+            raise _bad_path(f"a {segment!r} segment")
+        if segment == "" and position < len(segments) - 1:
+            raise _bad_path("an empty segment (//)")
+        if "\\" in segment or "%" in segment:
+            raise _bad_path("a backslash or a percent sign left after decoding (%25, %5C)")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in segment):
+            raise _bad_path("a control character")
+    return "/" + "/".join(quote(segment, safe=_SEGMENT_SAFE) for segment in segments)
+
+
+def _bad_path(what: str) -> RequestValidationError:
+    return RequestValidationError(
+        f"the path holds {what}; ragpress forwards only plain paths below /v1, "
+        "so a path can never reach outside the upstream's API",
+        param="path",
+    )
 
 
 class _ConnectFailedError(Exception):
@@ -199,7 +259,11 @@ class UpstreamClient:
         )
 
     def url(self, flavor: Flavor, path: str, query: str = "") -> str:
-        """The upstream URL for ``path`` (relative to the version prefix, e.g. ``/models``)."""
+        """The upstream URL for ``path`` (relative to the version prefix, e.g. ``/models``).
+
+        ``path`` must already be percent-encoded (:func:`upstream_path` builds one from what a
+        client sent); the URL is a plain join, never normalised, so ``..`` cannot climb out.
+        """
         url = self._bases[flavor] + path
         return f"{url}?{query}" if query else url
 
@@ -254,15 +318,39 @@ class UpstreamClient:
         await self._backend.aclose()
 
 
-def _timeout_error(phase: str, url: str) -> UpstreamTimeoutError:
-    return UpstreamTimeoutError(
-        f"timed out {phase} the upstream {redact_url(url)}; raise "
+# Error messages go to clients, so they never name the upstream's address (it may be an internal
+# host, and its URL may hold credentials); the log line written with each gives the masked URL
+# and the full reason.
+
+
+def _logged(error: UpstreamError, url: str, exc: BaseException) -> UpstreamError:
+    logger.warning(
+        "upstream request to %s failed: %s (%s: %s)",
+        mask_url(url),
+        error,
+        type(exc).__name__,
+        mask_urls(str(exc)),
+        extra={"event": "upstream_error", "error": type(exc).__name__},
+    )
+    return error
+
+
+def _timeout_error(phase: str, url: str, exc: BaseException) -> UpstreamTimeoutError:
+    error = UpstreamTimeoutError(
+        f"timed out {phase} the upstream API; raise "
         "RAGPRESS_UPSTREAM__TIMEOUT_SECONDS (or x-ragpress-timeout) or check the upstream"
     )
+    _logged(error, url, exc)
+    return error
 
 
 def _failed(url: str, exc: BaseException) -> UpstreamError:
-    return UpstreamError(f"the upstream {redact_url(url)} failed: {type(exc).__name__}: {exc}")
+    return _logged(UpstreamError(f"the upstream API failed: {type(exc).__name__}"), url, exc)
+
+
+def _cannot_connect(url: str, exc: BaseException, errno: int | None) -> UpstreamError:
+    reason = os.strerror(errno) if errno else type(exc).__name__
+    return _logged(UpstreamError(f"cannot connect to the upstream API: {reason}"), url, exc)
 
 
 class _AiohttpBackend:
@@ -271,7 +359,10 @@ class _AiohttpBackend:
             import aiohttp
         except ImportError as exc:  # pragma: no cover - exercised only without the extra
             raise MissingDependencyError("aiohttp", extra="proxy") from exc
+        from yarl import URL  # aiohttp's own URL type
+
         self._aiohttp = aiohttp
+        self._yarl = URL
         self._timeouts = timeouts
         self._limit = max_connections
         self._keepalive = keepalive
@@ -312,7 +403,7 @@ class _AiohttpBackend:
         try:
             response = await self._client().request(
                 method,
-                url,
+                self._yarl(url, encoded=True),  # as built: never re-quoted nor normalised
                 headers=pairs,
                 data=content or None,
                 timeout=timeout,
@@ -320,14 +411,12 @@ class _AiohttpBackend:
                 compress=None,
             )
         except aiohttp.ConnectionTimeoutError as exc:
-            raise _ConnectFailedError(_timeout_error("connecting to", url)) from exc
+            raise _ConnectFailedError(_timeout_error("connecting to", url, exc)) from exc
         except aiohttp.ClientConnectorError as exc:
-            error = UpstreamError(
-                f"cannot connect to the upstream {redact_url(url)}: {exc.os_error}"
-            )
+            error = _cannot_connect(url, exc, exc.os_error.errno)
             raise _ConnectFailedError(error) from exc
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise _timeout_error("waiting for", url) from exc
+            raise _timeout_error("waiting for", url, exc) from exc
         except aiohttp.ClientError as exc:
             raise _failed(url, exc) from exc
 
@@ -336,7 +425,7 @@ class _AiohttpBackend:
                 async for chunk in response.content.iter_any():
                     yield chunk
             except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                raise _timeout_error("waiting for", url) from exc
+                raise _timeout_error("waiting for", url, exc) from exc
             except aiohttp.ClientError as exc:
                 raise _failed(url, exc) from exc
 
@@ -414,7 +503,8 @@ class _HttpxBackend:
 def _translate_httpx(exc: httpx.HTTPError, url: str) -> UpstreamError:
     if isinstance(exc, httpx.TimeoutException):
         phase = "connecting to" if isinstance(exc, httpx.ConnectTimeout) else "waiting for"
-        return _timeout_error(phase, url)
+        return _timeout_error(phase, url, exc)
     if isinstance(exc, httpx.ConnectError):
-        return UpstreamError(f"cannot connect to the upstream {redact_url(url)}: {exc}")
+        cause = exc.__context__
+        return _cannot_connect(url, exc, getattr(cause, "errno", None))
     return _failed(url, exc)

@@ -23,6 +23,7 @@ import asyncio
 import functools
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from ragpress.compressors.registry import SOFT_METHODS
 from ragpress.exceptions import CompressionError, RequestValidationError
 from ragpress.middleware.serving.context import find_marked, has_markers
+from ragpress.middleware.serving.errors import HeaderTooLargeError
 from ragpress.middleware.serving.messages import MessageGroup, Target, plan_compression
 from ragpress.middleware.serving.parts import PartCompressor, PartRequest
 from ragpress.middleware.serving.protocols.openai import RagpressOptions, parse_options
@@ -48,12 +50,15 @@ if TYPE_CHECKING:
 __all__ = [
     "OPTIONS_HEADER",
     "ChatService",
+    "NotRewritableError",
     "Outcome",
     "PartCompressor",
     "Prepared",
     "Summary",
     "dumps",
     "fail_open_or_raise",
+    "loads",
+    "rewrite",
     "within",
 ]
 
@@ -171,8 +176,77 @@ class Prepared:
 
 
 def dumps(data: Any) -> bytes:
-    """Compact JSON, non-ASCII kept as is (what the upstream receives after a rewrite)."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact JSON, non-ASCII kept as is (what the upstream receives after a rewrite).
+
+    Always valid UTF-8: text holding a lone surrogate (JSON allows ``"\\ud800"``; UTF-8 cannot
+    carry it) is written with every non-ASCII character escaped instead, which decodes to the
+    very same strings.
+    """
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(data, separators=(",", ":")).encode()
+
+
+class NotRewritableError(RequestValidationError):
+    """A valid JSON body that Python cannot decode and encode again without changing it."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(
+            f"the request body holds {what}, which ragpress cannot rewrite without changing it; "
+            "send it without the ragpress field (options can go in the x-ragpress header) or "
+            "send a value Python's JSON can represent"
+        )
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise NotRewritableError(f"the number {text[:40]} (beyond the range of a double)")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # more digits than sys.get_int_max_str_digits()
+        raise NotRewritableError(
+            f"the number {text[:20]}... ({len(text):,} digits, more than Python converts)"
+        ) from None
+
+
+def _constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # Python's extension; the upstream answers it
+
+
+def loads(body: bytes) -> Any:
+    """Decode a request body for rewriting: strict JSON whose every value :func:`dumps` keeps.
+
+    Raises:
+        NotRewritableError: Valid JSON that would change when written again: a number beyond a
+            double's range (``1e400`` would become ``Infinity``, which is not JSON), an integer
+            too long for Python, or nesting deeper than the interpreter's recursion limit.
+        ValueError: Not JSON (``NaN`` and ``Infinity`` included).
+        UnicodeDecodeError: Not UTF-8.
+    """
+    try:
+        return json.loads(body, parse_float=_float, parse_int=_int, parse_constant=_constant)
+    except RecursionError:
+        raise NotRewritableError("JSON nested too deeply to decode") from None
+
+
+def rewrite(data: Any) -> bytes:
+    """:func:`dumps` for a body :func:`loads` decoded.
+
+    Raises:
+        NotRewritableError: The body nests too deeply to encode again.
+    """
+    try:
+        return dumps(data)
+    except RecursionError:
+        raise NotRewritableError("JSON nested too deeply to encode again") from None
 
 
 def _header_safe(text: str, limit: int = 300) -> str:
@@ -193,6 +267,7 @@ class ChatService:
         part_compressors: Handlers for non-text content parts, by part type.
         soft: Answers requests whose method emits soft embeddings (``None``: such requests are
             refused with a 400).
+        max_options_header_bytes: Longest ``x-ragpress`` header accepted (longer: 431).
     """
 
     def __init__(
@@ -204,8 +279,10 @@ class ChatService:
         timeout_seconds: float = 30.0,
         part_compressors: Mapping[str, PartCompressor] | None = None,
         soft: SoftChat | None = None,
+        max_options_header_bytes: int = 8 * 1024,
     ) -> None:
         self.pipelines = pipelines
+        self.max_options_header_bytes = max_options_header_bytes
         self.compress_by_default = compress_by_default
         self.fail_open = fail_open
         self.timeout_seconds = timeout_seconds
@@ -227,20 +304,38 @@ class ChatService:
             prompt instead of forwarding.
 
         Raises:
-            RequestValidationError: Bad ``ragpress`` options, an unknown method, or a budget
-                the ``keep`` strings exceed (HTTP 400, whatever the fail-open policy).
+            RequestValidationError: Bad ``ragpress`` options, an unknown method, a budget the
+                ``keep`` strings exceed, or a body with a ``ragpress`` field that cannot be
+                rewritten unchanged (:class:`NotRewritableError`) (HTTP 400, whatever the
+                fail-open policy).
+            HeaderTooLargeError: The ``x-ragpress`` header is over its limit (HTTP 431).
             CompressionError: Compression failed and ``fail_open`` is off.
         """
+        if header is not None and len(header) > self.max_options_header_bytes:
+            raise HeaderTooLargeError(
+                f"the {OPTIONS_HEADER} header is {len(header):,} bytes, above the "
+                f"{self.max_options_header_bytes:,}-byte limit; send the options in the body's "
+                "ragpress field, or ask the operator to raise "
+                "RAGPRESS_PROXY__MAX_OPTIONS_HEADER_BYTES",
+                param=OPTIONS_HEADER,
+            )
         header_options = parse_options(header, source=OPTIONS_HEADER) if header else None
         maybe_marked = (
             has_markers(body)
             or (flavor == "anthropic" and b'"document"' in body)
             or any(needle in body for needle in self._part_needles)
         )
-        if header_options is None and not maybe_marked and b'"ragpress"' not in body:
+        has_field = b'"ragpress"' in body
+        if header_options is None and not maybe_marked and not has_field:
             return Prepared(body, "unmarked")
         try:
-            data = json.loads(body)
+            data = loads(body)
+        except NotRewritableError as exc:
+            # Valid JSON that cannot be decoded and encoded again unchanged. Without a ragpress
+            # field to remove, it goes upstream as it came (failing open); with one, it cannot.
+            if has_field:
+                raise
+            return Prepared(body, "unmarked", notes=[f"body left as sent: {exc.what}"])
         except (ValueError, UnicodeDecodeError):
             return Prepared(body, "unmarked")  # the upstream answers malformed JSON itself
         if not isinstance(data, dict):
@@ -252,7 +347,7 @@ class ChatService:
             rewritten = True
             if raw is not None:
                 options = parse_options(raw, source="ragpress").merged_over(header_options)
-        unchanged = dumps(data) if rewritten else body
+        unchanged = rewrite(data) if rewritten else body
         knobs = options or RagpressOptions()
         compress = self.compress_by_default if knobs.compress is None else knobs.compress
         images = self._images_wanted(knobs, compress)
@@ -290,7 +385,13 @@ class ChatService:
             return Prepared(unchanged, "failed-open", summary=summary, ms=ms, notes=plan.notes)
         if not groups and not summary.images_changed:  # e.g. image URLs that were not fetched
             return Prepared(unchanged, "unmarked", summary=summary, ms=ms, notes=plan.notes)
-        return Prepared(dumps(data), "compressed", summary=summary, ms=ms, notes=plan.notes)
+        try:
+            compressed = rewrite(data)
+        except NotRewritableError as exc:  # too deep to encode again: send what came, if we may
+            if rewritten:
+                raise
+            return Prepared(body, "failed-open", ms=ms, error=str(exc), notes=plan.notes)
+        return Prepared(compressed, "compressed", summary=summary, ms=ms, notes=plan.notes)
 
     def _images_wanted(self, knobs: RagpressOptions, compress: bool) -> bool:
         """Whether image parts are compressed: ``ragpress.images``, else the text switch."""

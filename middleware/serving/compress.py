@@ -145,14 +145,14 @@ class CompressService:
         holders = [{"text": t} for t in texts]
         groups = []
         for i, holder in enumerate(holders):
-            if allowed is not None and texts[i] not in allowed:
+            if allowed is not None and i not in allowed:
                 continue
             marked = find_marked(texts[i])
             if not marked.pieces:
                 continue
             query = (options.query if options else None) or marked.outside or None
             if query is None and allowed is not None:
-                query = allowed[texts[i]]
+                query = allowed[i]
             groups.append(MessageGroup(i, [Target(holder, "text", marked)], query))
         if not groups:
             return GuardrailResponse(action="NONE")
@@ -164,16 +164,41 @@ class CompressService:
         )
 
     @staticmethod
-    def _compressible_texts(request: GuardrailRequest) -> dict[str, str | None] | None:
-        """Texts the structured messages allow to be rewritten, with their question."""
+    def _compressible_texts(request: GuardrailRequest) -> dict[int, str | None] | None:
+        """Positions in ``texts`` the structured messages allow to be rewritten, with questions.
+
+        LiteLLM builds ``texts`` by walking ``structured_messages`` in order: a string
+        ``content`` is one text, a list ``content`` gives one text per part with a ``text``
+        (issue 21: matching by equality would let a system prompt that reads like a user turn
+        be compressed). When the two do not line up, a text is matched only if it occurs
+        exactly once on each side; an ambiguous one is left alone.
+        """
         if not request.structured_messages:
             return None
-        plan = plan_compression({"messages": request.structured_messages}, "openai")
-        return {
-            target.holder[target.key]: group.query
-            for group in plan.groups
-            for target in group.targets
+        messages = request.structured_messages
+        plan = plan_compression({"messages": messages}, "openai")
+        allowed = {
+            id(target.holder): group.query for group in plan.groups for target in group.targets
         }
+        slots: list[tuple[str, int]] = []  # (text, id of the dict that holds it)
+        for message in messages:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                slots.append((content, id(message)))
+            elif isinstance(content, list):
+                for part in content:
+                    text = part.get("text") if isinstance(part, dict) else None
+                    if text is not None:
+                        slots.append((text if isinstance(text, str) else "", id(part)))
+        texts = request.texts
+        if [text for text, _ in slots] == list(texts):
+            return {i: allowed[holder] for i, (_, holder) in enumerate(slots) if holder in allowed}
+        positions: dict[int, str | None] = {}
+        for i, text in enumerate(texts):
+            matches = [holder for candidate, holder in slots if candidate == text]
+            if texts.count(text) == 1 and len(matches) == 1 and matches[0] in allowed:
+                positions[i] = allowed[matches[0]]
+        return positions
 
     async def _compress_body(
         self, body: dict[str, Any], options: RagpressOptions | None

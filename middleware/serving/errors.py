@@ -22,11 +22,13 @@ from ragpress.exceptions import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from ragpress.redaction import hide_urls
 
 if TYPE_CHECKING:
     from ragpress.middleware.serving.protocols.openai import Flavor
 
 __all__ = [
+    "HeaderTooLargeError",
     "error_body",
     "error_status",
     "sse_error_event",
@@ -34,9 +36,14 @@ __all__ = [
 ]
 
 
+class HeaderTooLargeError(RequestValidationError):
+    """A request header over its size limit (HTTP 431, ``param`` names the header)."""
+
+
 # exception type -> (HTTP status, OpenAI error type); first match wins, so subclasses go first.
 _HTTP_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (ClientAuthenticationError, 401, "authentication_error"),
+    (HeaderTooLargeError, 431, "invalid_request_error"),
     (BudgetError, 400, "invalid_request_error"),
     (RequestValidationError, 400, "invalid_request_error"),
     (UpstreamTimeoutError, 504, "upstream_timeout"),
@@ -57,6 +64,7 @@ _BY_STATUS: dict[int, tuple[str, str]] = {
     408: ("timeout_error", "timeout_error"),
     413: ("request_too_large", "request_too_large"),
     415: ("invalid_request_error", "invalid_request_error"),
+    431: ("invalid_request_error", "invalid_request_error"),
     429: ("rate_limit_error", "rate_limit_error"),
     502: ("upstream_error", "api_error"),
     503: ("service_unavailable", "overloaded_error"),
@@ -76,9 +84,9 @@ def error_status(exc: BaseException) -> tuple[int, str]:
 
 
 def _message(exc: BaseException, status: int) -> str:
-    if isinstance(exc, RagpressError | RequestValidationError) and (
-        status < 500 or isinstance(exc, UpstreamError)
-    ):
+    if isinstance(exc, UpstreamError):
+        return hide_urls(str(exc))  # the upstream's address stays in the server's log
+    if isinstance(exc, RagpressError | RequestValidationError) and status < 500:
         return str(exc)
     detail = getattr(exc, "detail", None)
     if status < 500 and isinstance(detail, str) and detail:
@@ -90,7 +98,8 @@ def to_error_response(exc: BaseException, *, flavor: Flavor = "openai") -> tuple
     """The status and JSON body a client receives for ``exc``.
 
     Messages of 5xx errors are generic (the log has the traceback) except for upstream
-    failures, whose message says what the upstream did. Nothing secret is ever included.
+    failures, whose message says what the upstream did, without its address. Nothing secret
+    is ever included.
     """
     status, kind = error_status(exc)
     param = getattr(exc, "param", None)
@@ -122,7 +131,10 @@ def error_body(
                 "code": code,
             }
         }
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    try:
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:  # a lone surrogate quoted from the request: escape everything
+        return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def sse_error_event(exc: BaseException, *, flavor: Flavor) -> bytes:

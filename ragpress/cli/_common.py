@@ -6,7 +6,9 @@ import functools
 import inspect
 import json
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
@@ -14,7 +16,7 @@ from pydantic import ValidationError
 
 from ragpress.config import RagpressSettings
 from ragpress.exceptions import ConfigurationError, MissingDependencyError, RagpressError
-from ragpress.types import CompressionOptions
+from ragpress.types import AUTO, CompressionOptions
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "budget_options",
+    "check_input_file",
+    "check_output_file",
+    "check_output_folder",
     "fail",
     "load_settings",
     "options_from",
@@ -107,8 +112,19 @@ def budget_options(func: F) -> F:
         click.option(
             "--target-ratio",
             "-r",
+            type=RATIO,
+            help="Original/compressed tokens, >= 1 (3 keeps about a third), or 'auto': as much "
+            "as the evidence needs. Default 3.",
+        ),
+        click.option(
+            "--min-ratio",
             type=float,
-            help="Original/compressed tokens, >= 1 (3 keeps about a third). Default 3.",
+            help="With --target-ratio auto: the least compression (default 2).",
+        ),
+        click.option(
+            "--max-ratio",
+            type=float,
+            help="With --target-ratio auto: the most compression (default 20).",
         ),
         click.option("--rate", type=float, help="Fraction of tokens to keep, in (0, 1]."),
         click.option("--target-tokens", type=int, help="Token budget per record."),
@@ -171,6 +187,8 @@ def load_settings(
         return RagpressSettings.model_validate(data)
     except ValidationError as exc:
         raise click.UsageError(f"invalid settings: {exc}") from exc
+    except ConfigurationError as exc:  # a RAGPRESS_* variable that is not the JSON it must be
+        raise click.UsageError(str(exc)) from exc
 
 
 def require_text_method(settings: RagpressSettings) -> None:
@@ -225,16 +243,44 @@ def _apply_params(compression: dict[str, Any], extra: dict[str, Any]) -> None:
     compression["stages"] = [*stages[:-1], last]
 
 
+class _Ratio(click.ParamType):  # type: ignore[type-arg]  # subscripting fails on older click
+    """A compression ratio: a number, or ``auto``."""
+
+    name = "ratio"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float | str:
+        if isinstance(value, float) or value == AUTO:
+            return value  # type: ignore[no-any-return]
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number such as 3 nor 'auto'", param, ctx)
+
+
+RATIO = _Ratio()
+"""Click type of ``--target-ratio``."""
+
+
 def options_from(
-    target_ratio: float | None,
+    target_ratio: float | str | None,
     rate: float | None,
     target_tokens: int | None,
     keep: tuple[str, ...],
+    *,
+    min_ratio: float | None = None,
+    max_ratio: float | None = None,
 ) -> CompressionOptions:
     """The per-run budget from the budget flags (unset: the configured default)."""
     try:
         return CompressionOptions(
-            target_ratio=target_ratio, rate=rate, target_tokens=target_tokens, keep=keep
+            target_ratio=target_ratio,  # type: ignore[arg-type]  # RATIO gives a float or "auto"
+            rate=rate,
+            target_tokens=target_tokens,
+            keep=keep,
+            min_ratio=min_ratio,
+            max_ratio=max_ratio,
         )
     except RagpressError as exc:
         hint = "--" + (getattr(exc, "param", None) or "target-ratio").replace("_", "-")
@@ -291,3 +337,94 @@ def progress_bar(label: str, *, disable: bool, fields: Sequence[str] = ()) -> Pr
         TimeRemainingColumn(),
         disable=disable,
     )
+
+
+def check_input_file(path: str, *, param_hint: str) -> None:
+    """Stop with a usage error (exit 2) unless ``path`` is a readable file (``-`` is stdin).
+
+    Raises:
+        click.BadParameter: It does not exist, is a folder, or cannot be read.
+    """
+    if path == "-":
+        return
+    file = Path(path)
+    if not file.exists():
+        raise click.BadParameter(f"{path!r} does not exist; check the path", param_hint=param_hint)
+    if file.is_dir():
+        raise click.BadParameter(
+            f"{path!r} is a folder, not a file; name the file inside it", param_hint=param_hint
+        )
+    if not os.access(file, os.R_OK):
+        raise click.BadParameter(
+            f"{path!r} cannot be read (permission denied); fix its permissions or copy it",
+            param_hint=param_hint,
+        )
+
+
+def check_output_file(path: str, *, param_hint: str) -> None:
+    """Stop with a usage error (exit 2) unless a file can be written at ``path``.
+
+    The folder must exist and be writable, and ``path`` must not be a folder (``-`` is stdout).
+
+    Raises:
+        click.BadParameter: Saying which of these fails and what to do.
+    """
+    if path == "-":
+        return
+    file = Path(path)
+    if file.is_dir():
+        raise click.BadParameter(
+            f"{path!r} is a folder; {param_hint} names the output file, e.g. "
+            f"{str(file / 'out.jsonl')!r}",
+            param_hint=param_hint,
+        )
+    folder = file.absolute().parent
+    if not folder.exists():
+        raise click.BadParameter(
+            f"the folder {str(folder)!r} of {path!r} does not exist; create it first "
+            f"(mkdir -p {folder}) or write somewhere else",
+            param_hint=param_hint,
+        )
+    _check_writable_folder(folder, path, param_hint)
+    if file.exists() and not os.access(file, os.W_OK):
+        raise click.BadParameter(
+            f"{path!r} exists and is not writable (permission denied); fix its permissions or "
+            "write somewhere else",
+            param_hint=param_hint,
+        )
+
+
+def check_output_folder(path: str, *, param_hint: str) -> None:
+    """Stop with a usage error (exit 2) unless a folder can be created or written at ``path``.
+
+    Missing folders are fine (they are created); a file in the way, or a folder that cannot be
+    written, is not.
+
+    Raises:
+        click.BadParameter: Saying what is in the way and what to do.
+    """
+    folder = Path(path).absolute()
+    if folder.exists() and not folder.is_dir():
+        raise click.BadParameter(
+            f"{path!r} is a file; {param_hint} must be a folder (new or existing)",
+            param_hint=param_hint,
+        )
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    _check_writable_folder(existing, path, param_hint)
+
+
+def _check_writable_folder(folder: Path, path: str, param_hint: str) -> None:
+    if not folder.is_dir():
+        raise click.BadParameter(
+            f"{str(folder)!r} is a file, not a folder, so {path!r} cannot be created there; "
+            "write somewhere else",
+            param_hint=param_hint,
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.BadParameter(
+            f"the folder {str(folder)!r} is not writable (permission denied), so {path!r} cannot "
+            "be written; fix its permissions or write somewhere else",
+            param_hint=param_hint,
+        )

@@ -11,6 +11,8 @@ import click
 
 from ragpress.cli._common import (
     budget_options,
+    check_input_file,
+    check_output_file,
     fail,
     options_from,
     pipeline_options,
@@ -78,7 +80,9 @@ def batch(
     source: str,
     target: str,
     settings: RagpressSettings,
-    target_ratio: float | None,
+    target_ratio: float | str | None,
+    min_ratio: float | None,
+    max_ratio: float | None,
     rate: float | None,
     target_tokens: int | None,
     keep: tuple[str, ...],
@@ -113,8 +117,15 @@ def batch(
     Exit status: 0 when every record compressed, 1 when some records have errors,
     130 when interrupted.
     """
-    if source != "-" and not Path(source).is_file():
-        raise click.BadParameter(f"{source!r} is not a file", param_hint="IN")
+    check_input_file(source, param_hint="IN")
+    if _same_file(source, target):
+        raise click.UsageError(
+            f"IN and OUT are the same file ({_describe(source)} and {_describe(target)}): "
+            "writing OUT would destroy the input before it is read, with --overwrite and "
+            "--resume alike; write OUT to another file, e.g. "
+            f"{_sibling(target)!r}"
+        )
+    check_output_file(target, param_hint="OUT")
     out_exists = target != "-" and (
         (Path(target).exists() and Path(target).stat().st_size > 0)
         or Path(f"{target}.parts").exists()
@@ -125,7 +136,9 @@ def batch(
         )
     if engine == "ray" and source == "-":
         raise click.BadParameter("--engine ray reads files, not stdin", param_hint="IN")
-    options = options_from(target_ratio, rate, target_tokens, keep)
+    options = options_from(
+        target_ratio, rate, target_tokens, keep, min_ratio=min_ratio, max_ratio=max_ratio
+    )
     require_text_method(settings)
     quiet_third_party()
     job = BatchJob(
@@ -152,11 +165,41 @@ def batch(
         sys.exit(130)
     except RagpressError as exc:
         fail(exc)
+    except OSError as exc:  # a disk that fills up or a file that vanishes while running
+        raise click.ClickException(
+            f"{exc.filename or target}: {exc.strerror or exc}; every record already in "
+            f"{target} is complete: fix the cause and run the same command with --resume"
+        ) from exc
     if not quiet:
         summary = {**report.as_dict(), "engine": engine, "workers": workers}
         click.echo(json.dumps(summary), err=True)
     if report.errors:
         sys.exit(1)
+
+
+def _same_file(source: str, target: str) -> bool:
+    """Whether OUT is IN, through links too, or would be once created."""
+    if source == "-" or target == "-":
+        return False
+    try:
+        if Path(target).exists():
+            return Path(source).samefile(target)
+        return Path(target).resolve() == Path(source).resolve()
+    except OSError:
+        return False
+
+
+def _describe(path: str) -> str:
+    resolved = Path(path).resolve()
+    return path if Path(path).absolute() == resolved else f"{path} -> {resolved}"
+
+
+def _sibling(target: str) -> str:
+    """A suggested output name next to ``target``: ``in.jsonl`` -> ``in.out.jsonl``."""
+    file = Path(target)
+    suffixes = "".join(file.suffixes)
+    stem = file.name[: len(file.name) - len(suffixes)] if suffixes else file.name
+    return str(file.with_name(f"{stem}.out{suffixes}"))
 
 
 def _run(job: BatchJob, factory: SettingsPipelineFactory, show_progress: bool) -> BatchReport:

@@ -11,6 +11,7 @@ import click
 
 from ragpress.cli._common import (
     budget_options,
+    check_input_file,
     fail,
     options_from,
     pipeline_options,
@@ -40,7 +41,9 @@ def compress(
     source: str,
     query: str | None,
     settings: RagpressSettings,
-    target_ratio: float | None,
+    target_ratio: float | str | None,
+    min_ratio: float | None,
+    max_ratio: float | None,
     rate: float | None,
     target_tokens: int | None,
     keep: tuple[str, ...],
@@ -58,9 +61,12 @@ def compress(
       ragpress compress report.md -q "What was the Q3 revenue?" -r 4
       cat docs.json | ragpress compress --json --target-tokens 300
     """
+    check_input_file(source, param_hint="FILE")
     raw = sys.stdin.read() if source == "-" else _read(source)
     record = _as_record(raw, query)
-    options = options_from(target_ratio, rate, target_tokens, keep)
+    options = options_from(
+        target_ratio, rate, target_tokens, keep, min_ratio=min_ratio, max_ratio=max_ratio
+    )
     require_text_method(settings)
     quiet_third_party()
     try:

@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ragpress.cli._common import fail, parse_params, quiet_third_party
+from ragpress.cli._common import (
+    check_input_file,
+    check_output_folder,
+    fail,
+    parse_params,
+    quiet_third_party,
+)
 from ragpress.exceptions import RagpressError
 
 if TYPE_CHECKING:
@@ -152,6 +158,8 @@ def eval_command(
 
     Exit status: 0 when every record was answered, 1 when some failed (see results.json).
     """
+    check_input_file(records, param_hint="RECORDS")
+    check_output_folder(out_dir, param_hint="OUT_DIR")
     out = Path(out_dir)
     answers = out / "answers.jsonl"
     if out.exists() and any(out.iterdir()) and not (resume or overwrite):

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from ragpress.cli._common import dumps, fail, load_settings, progress_bar, quiet_third_party
+from ragpress.cli._common import (
+    check_output_folder,
+    dumps,
+    fail,
+    load_settings,
+    progress_bar,
+    quiet_third_party,
+)
 from ragpress.exceptions import RagpressError, RequestValidationError, RetrievalError
 
 if TYPE_CHECKING:
@@ -89,6 +96,7 @@ def build(
     from ragpress.retrieval.documents import load_documents
     from ragpress.retrieval.index_format import IndexOptions
 
+    check_output_folder(out, param_hint="OUT")
     settings = load_settings(
         env_file=env_file, method=None, cache=None, max_document_chars=None, verbose=verbose
     )

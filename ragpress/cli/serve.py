@@ -10,6 +10,7 @@ import click
 from ragpress.cli._common import fail, pipeline_options, quiet_third_party
 from ragpress.config import hand_over, taken_over
 from ragpress.exceptions import RagpressError
+from ragpress.redaction import mask_url
 
 if TYPE_CHECKING:
     from litestar import Litestar
@@ -101,7 +102,7 @@ def _run(settings: RagpressSettings, *, workers: int, verbose: bool) -> None:
         "ragpress proxy on http://%s:%s -> %s",
         proxy.host,
         proxy.port,
-        settings.upstream.base_url,
+        mask_url(settings.upstream.base_url),
         extra={"event": "start", "server": proxy.server, "workers": workers},
     )
     if proxy.server == "granian" or workers > 1:
@@ -111,6 +112,8 @@ def _run(settings: RagpressSettings, *, workers: int, verbose: bool) -> None:
         return
     import uvicorn
 
+    from ragpress.middleware.proxy.server import uvicorn_options
+
     common: dict[str, Any] = {
         "host": proxy.host,
         "port": proxy.port,
@@ -118,7 +121,7 @@ def _run(settings: RagpressSettings, *, workers: int, verbose: bool) -> None:
         "access_log": False,  # ragpress logs each request itself, without secrets
         "server_header": False,  # the upstream's own server/date headers pass through
         "date_header": False,
-        "timeout_keep_alive": 30,
+        **uvicorn_options(proxy),  # head size and time, keep-alive, concurrency
     }
     if workers > 1:
         uvicorn.run(_FACTORY, factory=True, workers=workers, **common)
@@ -132,13 +135,15 @@ def _run(settings: RagpressSettings, *, workers: int, verbose: bool) -> None:
 
 def _granian(settings: RagpressSettings, workers: int) -> None:
     try:
-        from granian import Granian
+        import granian
         from granian.constants import Interfaces
     except ImportError as exc:
         raise click.UsageError(
             "--server granian needs granian: pip install 'ragpress[proxy]'"
         ) from exc
-    Granian(
+    from ragpress.middleware.proxy.server import granian_options
+
+    granian.Granian(
         _FACTORY,
         address=settings.proxy.host,
         port=settings.proxy.port,
@@ -146,6 +151,7 @@ def _granian(settings: RagpressSettings, workers: int) -> None:
         workers=workers,
         factory=True,
         log_access=False,
+        **granian_options(settings.proxy),  # head size and time, concurrency
     ).serve()
 
 

@@ -110,6 +110,12 @@ def test_compress_a_text_file(tmp_path: Path) -> None:
     as_json = ragpress("compress", str(doc), "-q", "payment", "--json", "--target-tokens", "12")
     record = json.loads(as_json.stdout)
     assert record["stats"]["tokens_after"] <= 12 and record["docs"][0]["spans"]
+    auto = ragpress(
+        "compress", str(doc), "-q", "payment", "--json", "-r", "auto", "--max-ratio", "4"
+    )
+    stats = json.loads(auto.stdout)["stats"]
+    assert auto.returncode == 0, auto.stderr
+    assert 2 <= stats["ratio"] <= 4.5  # the achieved ratio, reported per record
 
 
 @pytest.mark.parametrize(
@@ -120,6 +126,8 @@ def test_compress_a_text_file(tmp_path: Path) -> None:
         (["--target-ratio", "3", "--rate", "0.3"], "give only one budget"),
         (["--method", "nope"], "unknown compressor 'nope'"),
         (["--cache", "memcached://x"], "use memory, none, or a redis:// URL"),
+        (["--target-ratio", "lots"], "neither a number such as 3 nor 'auto'"),
+        (["--target-ratio", "3", "--min-ratio", "2"], 'min_ratio bounds target_ratio="auto"'),
     ],
 )
 def test_bad_options_fail_with_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:

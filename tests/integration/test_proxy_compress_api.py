@@ -127,6 +127,29 @@ def test_generic_guardrail_compresses_marked_user_texts_only(url):
     assert off["action"] == "NONE"
 
 
+def test_generic_guardrail_matches_texts_to_messages_by_position_not_equality(url):
+    # The same marked text as the system prompt and as the user turn: only the user's changes.
+    same = f"{CONTEXT} {QUESTION}"
+    request = {
+        "input_type": "request",
+        "texts": [same, same, same],
+        "structured_messages": [
+            {"role": "system", "content": same},
+            {"role": "user", "content": same},
+            {"role": "assistant", "content": [{"type": "text", "text": same}]},
+        ],
+    }
+    body = httpx.post(f"{url}/beta/litellm_basic_guardrail_api", json=request).json()
+    assert body["action"] == "GUARDRAIL_INTERVENED"
+    system, user, assistant = body["texts"]
+    assert system == same and assistant == same
+    assert len(user) < len(same) and user.endswith(QUESTION)
+    # texts that cannot be lined up with the messages are left alone when ambiguous
+    shifted = {**request, "texts": [same, same]}
+    answer = httpx.post(f"{url}/beta/litellm_basic_guardrail_api", json=shifted).json()
+    assert answer["action"] == "NONE"
+
+
 def test_openapi_documents_every_route_and_resolves_every_reference(url):
     schema = httpx.get(f"{url}/docs/openapi.json").json()
     for path in (

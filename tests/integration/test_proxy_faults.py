@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from typing import Any
 
 import httpx
 import openai
@@ -120,3 +122,127 @@ async def test_a_stream_cut_mid_way_ends_with_an_openai_error_the_sdk_raises(llm
                 async for chunk in stream:
                     received.append(chunk)
     assert 0 < len(received) < 10
+
+
+# -- the fault matrix: each upstream failure, on each API, streamed or not --------------------
+#
+# What docs/guides/proxy.md ("Operations", "Errors") promises: an unreachable upstream is a 502
+# and a timeout a 504, in the route's own error shape; the upstream's own error statuses pass
+# through untouched; a stream the upstream breaks off (or stops feeding) ends with one error
+# event in the route's format (OpenAI: then `data: [DONE]`), never with a hang or a bare EOF.
+
+ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
+    "openai": ("/v1/chat/completions", {"model": "gpt-test"}),
+    "anthropic": ("/v1/messages", {"model": "claude-test", "max_tokens": 8}),
+}
+ERROR_TYPES = {  # (status, OpenAI type, Anthropic type)
+    502: ("upstream_error", "api_error"),
+    504: ("upstream_timeout", "timeout_error"),
+}
+
+
+@pytest.fixture(scope="module")
+def faulty():
+    """The proxy in front of the fake LLM (1 s read timeout), and one in front of nothing."""
+    dead = FakeLLM().start()
+    dead.stop()  # a port nobody listens on
+    with FakeLLM() as llm:
+        upstream = {"timeout_seconds": 1, "connect_retries": 0}
+        live = settings_for(llm, upstream=upstream)
+        nowhere = {"base_url": dead.url, "anthropic_base_url": dead.url}
+        down = settings_for(llm, upstream={**upstream, **nowhere})
+        with (
+            serve(create_app(live, pipelines=pipelines_for(live, HashingEmbedder()))) as url,
+            serve(create_app(down, pipelines=pipelines_for(down, HashingEmbedder()))) as down_url,
+        ):
+            yield llm, url, down_url
+
+
+def _call(base: str, flavor: str, *, stream: bool, fault: str | None) -> httpx.Response:
+    path, fields = ROUTES[flavor]
+    body = {**fields, "stream": stream, "messages": _messages(1)}
+    headers = {"x-fake-fault": fault} if fault else {}
+    return httpx.post(f"{base}{path}", json=body, headers=headers, timeout=30)
+
+
+def _assert_error_shape(response: httpx.Response, flavor: str, status: int) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    openai_type, anthropic_type = ERROR_TYPES[status]
+    body = response.json()
+    if flavor == "anthropic":
+        assert body["type"] == "error" and body["error"]["type"] == anthropic_type
+    else:
+        assert body["error"]["type"] == openai_type and body["error"]["message"]
+    assert "127.0.0.1" not in response.text  # the upstream's address stays in the log
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("flavor", ["openai", "anthropic"])
+@pytest.mark.parametrize(
+    ("fault", "status"),
+    [("down", 502), ("drop", 502), ("delay=3", 504)],
+    ids=["down", "drop", "slow"],
+)
+def test_an_upstream_that_fails_before_answering_gives_502_or_504_in_the_route_shape(
+    faulty, flavor, stream, fault, status
+):
+    llm, url, down_url = faulty
+    llm.requests.clear()
+    if fault == "down":
+        response = _call(down_url, flavor, stream=stream, fault=None)
+        assert llm.requests == []
+    else:
+        response = _call(url, flavor, stream=stream, fault=fault)
+        assert len(llm.requests) == 1  # sent once: a request that reached it is never retried
+    _assert_error_shape(response, flavor, status)
+    if fault == "down":
+        assert "cannot connect to the upstream" in response.text
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("flavor", ["openai", "anthropic"])
+@pytest.mark.parametrize("status", [429, 500, 503, 529])
+def test_the_upstreams_own_error_statuses_pass_through_untouched(faulty, flavor, stream, status):
+    _, url, _ = faulty
+    response = _call(url, flavor, stream=stream, fault=f"status={status}")
+    assert response.status_code == status
+    expected_type = {
+        "openai": {429: "rate_limit_exceeded"}.get(status, "server_error"),
+        "anthropic": {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error"),
+    }[flavor]
+    body = response.json()
+    error = body["error"]
+    assert error["message"] == f"fake upstream error {status}" and error["type"] == expected_type
+    if status == 429:
+        assert response.headers["retry-after"] == "0"
+
+
+def _events(raw: bytes) -> list[bytes]:
+    return [event for event in raw.split(b"\n\n") if event.strip()]
+
+
+@pytest.mark.parametrize("flavor", ["openai", "anthropic"])
+@pytest.mark.parametrize(
+    ("fault", "status"), [("cut=3", 502), ("chunk-delay=3", 504)], ids=["cut", "stalled"]
+)
+def test_a_stream_the_upstream_breaks_off_ends_with_one_error_event(faulty, flavor, fault, status):
+    _, url, _ = faulty
+    response = _call(url, flavor, stream=True, fault=fault)
+    assert response.status_code == 200  # the stream had started
+    events = _events(response.content)
+    openai_type, anthropic_type = ERROR_TYPES[status]
+    if flavor == "openai":
+        *relayed, error, done = events
+        assert done == b"data: [DONE]"
+        assert json.loads(error.removeprefix(b"data: "))["error"]["type"] == openai_type
+        assert all(e.startswith(b"data: {") for e in relayed)
+    else:
+        *relayed, error = events
+        name, data = error.split(b"\n", 1)
+        assert name == b"event: error"
+        payload = json.loads(data.removeprefix(b"data: "))
+        assert payload["type"] == "error" and payload["error"]["type"] == anthropic_type
+        assert all(e.startswith(b"event: ") for e in relayed)
+    assert len(relayed) == (3 if fault.startswith("cut") else 0)
+    assert b"127.0.0.1" not in response.content

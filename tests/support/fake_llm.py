@@ -316,7 +316,7 @@ class _Connection(asyncio.Protocol):
             return
         try:
             body = json.loads(request.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # like a real API: 400 for what it cannot read
             self._send_json(400, _error_body(path, 400), extra)
             return
         anthropic = path == "/v1/messages"

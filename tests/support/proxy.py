@@ -64,19 +64,22 @@ def running_proxy(llm: Any, embedder: Any = None, **sections: Any) -> Iterator[s
 
 
 @contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free 127.0.0.1 port; yields ``http://127.0.0.1:PORT``."""
+def serve(app: Any, **options: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free 127.0.0.1 port; yields ``http://127.0.0.1:PORT``.
+
+    ``options`` are more ``uvicorn.Config`` arguments (what ``ragpress serve`` passes, in the
+    tests of its limits).
+    """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        date_header=False,
-        lifespan="on",
-    )
+    base: dict[str, Any] = {
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "date_header": False,
+    }
+    config = uvicorn.Config(app, **{**base, **options, "lifespan": "on"})
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

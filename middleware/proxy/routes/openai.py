@@ -10,6 +10,8 @@ from litestar.response.base import ASGIResponse
 
 from ragpress.middleware.proxy.forwarding import forward
 from ragpress.middleware.proxy.openapi import OPENAI_ERRORS, operation
+from ragpress.middleware.proxy.state import proxy_state
+from ragpress.middleware.proxy.upstream import upstream_path
 from ragpress.middleware.serving.protocols.openai import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -70,12 +72,17 @@ async def models(request: Request[Any, Any, State]) -> ASGIResponse:
     tags=["proxy"],
 )
 async def passthrough(request: Request[Any, Any, State]) -> ASGIResponse:
-    """Forward any other ``/v1`` path to the OpenAI-compatible upstream, untouched."""
-    path = str(request.path_params.get("path", ""))
+    """Forward any other ``/v1`` path to the OpenAI-compatible upstream, untouched.
+
+    The upstream path is rebuilt from checked segments (:func:`upstream_path`): a path that
+    could climb out of ``/v1`` (``..``, encoded separators, double encoding) is a 400, so the
+    upstream key is never sent anywhere else on the upstream host.
+    """
+    state = proxy_state(request)
+    state.keys.check(request.headers)  # authenticate before saying anything about the path
+    path = upstream_path(
+        str(request.path_params.get("path", "")), raw_path=request.scope.get("raw_path")
+    )
     return await forward(
-        request,
-        flavor="openai",
-        path=path if path.startswith("/") else "/" + path,
-        route_name="passthrough",
-        compress=False,
+        request, flavor="openai", path=path, route_name="passthrough", compress=False
     )

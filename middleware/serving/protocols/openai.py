@@ -53,8 +53,17 @@ class CompressionKnobs(BaseModel):
         "(RAGPRESS_COMPRESSION__METHOD or RAGPRESS_PROXY__METHODS).",
         examples=["sentence_selection"],
     )
-    target_ratio: float | None = Field(
-        None, description="Original/compressed tokens, >= 1 (3 keeps about a third).", examples=[3]
+    target_ratio: float | Literal["auto"] | None = Field(
+        None,
+        description='Original/compressed tokens, >= 1 (3 keeps about a third), or "auto": '
+        "as much as the evidence needs, between min_ratio and max_ratio.",
+        examples=[3, "auto"],
+    )
+    min_ratio: float | None = Field(
+        None, description='With target_ratio "auto": the least compression (default 2).'
+    )
+    max_ratio: float | None = Field(
+        None, description='With target_ratio "auto": the most compression (default 20).'
     )
     rate: float | None = Field(None, description="Fraction of tokens to keep, in (0, 1].")
     target_tokens: int | None = Field(None, description="Token budget for the whole call.")
@@ -74,6 +83,8 @@ class CompressionKnobs(BaseModel):
                 rate=self.rate,
                 target_tokens=self.target_tokens,
                 keep=tuple(self.keep),
+                min_ratio=self.min_ratio,
+                max_ratio=self.max_ratio,
             )
         except RequestValidationError as exc:
             raise RequestValidationError(
@@ -120,7 +131,7 @@ def parse_options(raw: Any, *, source: str) -> RagpressOptions:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
             raise RequestValidationError(
                 f"the {source} header must be a JSON object such as "
                 '{"target_ratio": 3} or {"compress": false}; got ' + repr(raw[:80]),

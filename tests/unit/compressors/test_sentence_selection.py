@@ -137,6 +137,8 @@ def test_fingerprint_changes_with_every_config_key(fake_embedder) -> None:
         "document_decay": 0.3,
         "dominance_margin": 0.1,
         "max_sentence_chars": 500,
+        "auto_margin": 0.3,
+        "auto_max_documents": 5,
     }
     assert set(variants) == set(SentenceSelectionCompressor.config_keys)
     for key, value in variants.items():
@@ -187,3 +189,74 @@ def test_the_budget_spreads_only_when_no_document_dominates(fake_embedder) -> No
     assert chosen(close) == [{0, 1}, {0}]
     # One document leads by the margin: the whole budget goes to it.
     assert chosen(far) == [{0, 1, 2}, set()]
+
+
+def test_a_best_sentence_longer_than_the_budget_is_trimmed_not_skipped(compressor) -> None:
+    """The answer sentence (40 tokens) does not fit a 17-token budget; short irrelevant sentences
+    would. The budget goes to the part of the answer sentence that holds the query's terms."""
+    answer = (
+        "After a long and difficult search across several continents, the committee finally "
+        "awarded the first Nobel Prize in Physics to Wilhelm Conrad Röntgen for discovering "
+        "X-rays in 1895."
+    )
+    doc = Passage(f"Bread is food. The sky is blue. {answer} Cats purr.", title="Prizes")
+    options = CompressionOptions(target_tokens=17)
+    result = compressor.compress("Who won the first Nobel Prize in Physics?", [doc], options)
+    kept = result.passages[0]
+    assert "Nobel Prize in Physics" in kept.text and "Bread" not in kept.text
+    assert kept.text in answer and result.tokens_after <= 17
+    assert verify(kept) and len(kept.spans or ()) == 1  # one exact span inside the sentence
+    # With room for the whole sentence, nothing is cut.
+    roomy = compressor.compress(
+        "Who won the first Nobel Prize in Physics?", [doc], CompressionOptions(target_tokens=45)
+    )
+    assert answer in roomy.passages[0].text
+
+
+def test_trimming_keeps_forced_sentences_and_respects_the_budget(compressor) -> None:
+    long = "Paris " + "is a large and very old city with many bridges and museums " * 4 + "."
+    doc = Passage(f"ACME signed the deal. {long} Rome is old.", title="Cities")
+    result = compressor.compress(
+        "museums bridges city", [doc], CompressionOptions(target_tokens=20, keep=("ACME",))
+    )
+    kept = result.passages[0]
+    assert kept.text.startswith("ACME signed the deal.")
+    assert "museums" in kept.text and result.tokens_after <= 20 and verify(kept)
+
+
+def _padded(text: str, n: int) -> str:
+    return text + " " + " ".join(f"Filler sentence {i} says little of note." for i in range(n))
+
+
+def test_auto_budget_fits_the_evidence_document(compressor) -> None:
+    """One document clearly answers: auto keeps about its length, far below the 2x ceiling."""
+    docs = [
+        Passage(_padded("The Eiffel Tower was completed in 1889.", 3), title="Eiffel Tower"),
+        *(
+            Passage(_padded(f"Bananas and apples grow in orchard {i}.", 3), title=f"Fruit {i}")
+            for i in range(7)
+        ),
+    ]
+    auto = CompressionOptions(target_ratio="auto")
+    result = compressor.compress("When was the Eiffel Tower completed?", docs, auto)
+    assert "completed in 1889" in result.passages[0].text
+    assert result.tokens_after <= result.passages[0].tokens_before  # about one document
+    assert result.ratio > 4
+    bounded = compressor.compress(
+        "When was the Eiffel Tower completed?",
+        docs,
+        CompressionOptions(target_ratio="auto", max_ratio=3),
+    )
+    assert bounded.tokens_after >= round(bounded.tokens_before / 3) - 10  # floor respected
+    assert "completed in 1889" in bounded.passages[0].text
+
+
+def test_auto_keeps_several_documents_when_none_dominates(compressor) -> None:
+    docs = [
+        Passage(_padded(f"Marie Curie did research number {i} in Paris.", 2), title="Curie")
+        for i in range(3)
+    ] + [Passage(_padded("Bread is baked in ovens.", 2), title="Bread")]
+    result = compressor.compress(
+        "What research did Marie Curie do in Paris?", docs, CompressionOptions(target_ratio="auto")
+    )
+    assert sum(bool(p.text) for p in result.passages[:3]) >= 2

@@ -137,3 +137,22 @@ async def test_retriever_supplies_passages_when_none_are_given(fake_embedder) ->
     result = await pipeline.acompress("Curie", [])
     assert [p.id for p in result.passages] == ["a", "b"]
     assert "retrieve" in result.timings_ms
+
+
+async def test_auto_budget_is_fixed_for_compressors_that_cannot_size_it(fake_embedder) -> None:
+    """A compressor without an evidence-sized budget gets the least compression, and a note."""
+    from tests.support.fakes import LeadCompressor
+
+    seen: list[CompressionOptions] = []
+
+    class Recording(LeadCompressor):
+        def compress(self, query, passages, options, *, analyses=None):
+            seen.append(options)
+            return super().compress(query, passages, options, analyses=analyses)
+
+    auto = CompressionOptions(target_ratio="auto", min_ratio=4)
+    result = await Pipeline([Stage(Recording())]).acompress("q", DOCS, auto)
+    assert seen == [CompressionOptions(target_ratio=4.0)]
+    assert any("cannot size its budget" in note and "min_ratio=4" in note for note in result.notes)
+    adaptive = await make_pipeline(fake_embedder).acompress("Where was Curie born?", DOCS, auto)
+    assert not any("cannot size" in note for note in adaptive.notes)

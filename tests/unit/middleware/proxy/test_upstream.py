@@ -14,8 +14,18 @@ from ragpress.exceptions import (
     UpstreamTimeoutError,
 )
 from ragpress.middleware.proxy.sse import relay
-from ragpress.middleware.proxy.upstream import RetryPolicy, Timeouts, UpstreamClient, redact_url
-from ragpress.middleware.serving.errors import sse_error_event, to_error_response
+from ragpress.middleware.proxy.upstream import (
+    RetryPolicy,
+    Timeouts,
+    UpstreamClient,
+    redact_url,
+    upstream_path,
+)
+from ragpress.middleware.serving.errors import (
+    HeaderTooLargeError,
+    sse_error_event,
+    to_error_response,
+)
 from tests.support.fake_llm import FakeLLM
 
 
@@ -105,9 +115,46 @@ async def test_the_aiohttp_backend_adds_no_headers_of_its_own_and_keeps_bytes_ra
     assert response.header("Content-Type") == "application/json"
 
 
-def test_credentials_are_removed_from_urls_in_messages():
-    assert redact_url("https://user:pw@api.example.com/v1") == "https://api.example.com/v1"
+def test_credentials_are_masked_in_urls_for_logs():
+    assert (
+        redact_url("https://user:pw@api.example.com/v1") == "https://user:****@api.example.com/v1"
+    )
     assert redact_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
+
+
+@pytest.mark.parametrize(
+    ("path", "built"),
+    [
+        ("files/file-abc/content", "/files/file-abc/content"),
+        ("/models/ft:gpt-4o:acme::9x", "/models/ft:gpt-4o:acme::9x"),
+        ("files?purpose=x#y", "/files%3Fpurpose=x%23y"),
+        ("files/a b", "/files/a%20b"),
+        ("files/", "/files/"),
+        ("", "/"),
+    ],
+)
+def test_upstream_paths_are_rebuilt_segment_by_segment(path, built):
+    assert upstream_path(path) == built
+
+
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        ("..", None),
+        ("files/../../admin", None),
+        ("./files", None),
+        ("files/%2e%2e/admin", None),  # %252e%252e decoded once
+        ("files\\..\\admin", None),
+        ("files//admin", None),
+        ("files/a\x00b", None),
+        ("files/../admin", b"/v1/files%2F..%2Fadmin"),
+        ("files/x", b"/v1/files%5cx"),
+    ],
+)
+def test_upstream_paths_that_could_leave_the_prefix_are_refused(path, raw):
+    with pytest.raises(RequestValidationError) as caught:
+        upstream_path(path, raw_path=raw)
+    assert caught.value.param == "path"
 
 
 @pytest.mark.parametrize(
@@ -120,6 +167,7 @@ def test_credentials_are_removed_from_urls_in_messages():
         (UpstreamError("gone"), 502, "upstream_error"),
         (CompressionError("boom"), 500, "compression_error"),
         (RuntimeError("secret detail"), 500, "server_error"),
+        (HeaderTooLargeError("long", param="x-ragpress"), 431, "invalid_request_error"),
     ],
 )
 def test_one_table_maps_every_error_to_a_status_and_both_shapes(exc, status, kind):
@@ -130,6 +178,18 @@ def test_one_table_maps_every_error_to_a_status_and_both_shapes(exc, status, kin
         assert "secret detail" not in error["message"]
     _, anthropic = to_error_response(exc, flavor="anthropic")
     assert json.loads(anthropic)["type"] == "error"
+
+
+def test_upstream_error_messages_name_no_address():
+    exc = UpstreamError("vLLM at http://10.0.0.3:8000/v1 timed out: reset by http://u:p@x/v1")
+    _, body = to_error_response(exc)
+    message = json.loads(body)["error"]["message"]
+    assert "10.0.0.3" not in message and "u:p" not in message and "timed out" in message
+
+
+def test_error_bodies_are_utf8_even_when_they_quote_a_lone_surrogate():
+    _, body = to_error_response(RequestValidationError("bad value \ud800", param="x"))
+    assert json.loads(body.decode("utf-8"))["error"]["message"] == "bad value \ud800"
 
 
 def test_framework_errors_are_mapped_by_their_status_code():
